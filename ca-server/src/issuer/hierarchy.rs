@@ -1,0 +1,285 @@
+//! The CA material in the data directory: creating a root and an issuing intermediate, adopting
+//! an existing CA (kubeadm's `ca.crt`/`ca.key`, or an intermediate signed by an offline root), and
+//! loading it at start-up.
+//!
+//! Layout under `<data-dir>/ca/`:
+//! - `issuing.crt`: the certificate that signs everything we issue;
+//! - `issuing.key`: its private key, PKCS#8 PEM, mode 0600;
+//! - `chain.pem`: the issuing certificate's parents, nearest first, up to the root when known
+//!   (absent when the issuing certificate is itself a root);
+//! - `root.key`: the root's key, only when `init` generated the root (mode 0600). The server never
+//!   reads it; operators may move it offline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use time::{Duration, OffsetDateTime};
+
+use super::keys;
+use super::serial;
+
+/// File names inside `<data-dir>/ca/`.
+pub struct CaFiles {
+    dir: PathBuf,
+}
+
+impl CaFiles {
+    /// The CA directory under a data directory.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("ca"),
+        }
+    }
+
+    /// `issuing.crt`
+    pub fn issuing_cert(&self) -> PathBuf {
+        self.dir.join("issuing.crt")
+    }
+    /// `issuing.key`
+    pub fn issuing_key(&self) -> PathBuf {
+        self.dir.join("issuing.key")
+    }
+    /// `chain.pem`
+    pub fn chain(&self) -> PathBuf {
+        self.dir.join("chain.pem")
+    }
+    /// `root.key`
+    pub fn root_key(&self) -> PathBuf {
+        self.dir.join("root.key")
+    }
+
+    /// True when an issuing CA has been set up.
+    pub fn exists(&self) -> bool {
+        self.issuing_cert().exists() && self.issuing_key().exists()
+    }
+
+    fn prepare(&self) -> Result<()> {
+        ensure!(
+            !self.exists(),
+            "a CA already exists in {}; refusing to replace it",
+            self.dir.display()
+        );
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        Ok(())
+    }
+}
+
+/// Names for a generated hierarchy.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Organisation in both subjects.
+    pub organization: String,
+    /// Root common name.
+    pub root_common_name: String,
+    /// Issuing CA common name.
+    pub issuing_common_name: String,
+    /// Root lifetime.
+    pub root_lifetime: Duration,
+    /// Issuing CA lifetime (clamped to the root's).
+    pub issuing_lifetime: Duration,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            organization: "ca-server".into(),
+            root_common_name: "ca-server Root CA".into(),
+            issuing_common_name: "ca-server Issuing CA".into(),
+            root_lifetime: Duration::days(3652),
+            issuing_lifetime: Duration::days(1826),
+        }
+    }
+}
+
+fn ca_params(cn: &str, org: &str, path_len: Option<u8>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, org);
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(serial::random());
+    params
+}
+
+/// Creates a root CA (ECDSA P-256) and an issuing intermediate (ECDSA P-256) in `data_dir`.
+pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
+    let files = CaFiles::new(data_dir);
+    files.prepare()?;
+    let now = OffsetDateTime::now_utc();
+
+    let root_key = keys::generate_p256()?;
+    let mut root_params = ca_params(&opts.root_common_name, &opts.organization, None);
+    root_params.not_before = now - Duration::hours(1);
+    root_params.not_after = now + opts.root_lifetime;
+    let root = root_params.self_signed(&root_key)?;
+
+    let issuing_key = keys::generate_p256()?;
+    // pathLen 1: the issuing CA may sign the `ca` profile's subordinates (pathLen 0).
+    let mut params = ca_params(&opts.issuing_common_name, &opts.organization, Some(1));
+    params.not_before = now - Duration::hours(1);
+    params.not_after = (now + opts.issuing_lifetime).min(root_params.not_after);
+    params.use_authority_key_identifier_extension = true;
+    let root_issuer = rcgen::Issuer::from_params(&root_params, &root_key);
+    let issuing = params.signed_by(&issuing_key, &root_issuer)?;
+
+    keys::write_secret(&files.root_key(), keys::pkcs8_pem(&root_key).as_bytes())?;
+    keys::write_secret(&files.issuing_key(), keys::pkcs8_pem(&issuing_key).as_bytes())?;
+    fs::write(files.chain(), root.pem())?;
+    // Written last: its presence marks the CA as complete.
+    fs::write(files.issuing_cert(), issuing.pem())?;
+    Ok(())
+}
+
+/// Adopts an existing CA: `cert_pem` holds the issuing certificate, optionally followed by its
+/// parents; `chain_pem` may hold (more) parents; `key_pem` is its private key.
+pub fn import(data_dir: &Path, cert_pem: &str, key_pem: &str, chain_pem: Option<&str>) -> Result<()> {
+    let files = CaFiles::new(data_dir);
+    let mut certs = parse_certs(cert_pem).context("reading the CA certificate")?;
+    ensure!(!certs.is_empty(), "no CERTIFICATE block in the CA certificate file");
+    if let Some(chain) = chain_pem {
+        certs.extend(parse_certs(chain).context("reading the CA chain")?);
+    }
+    let (key, pkcs8) = keys::load_pem(key_pem).context("reading the CA key")?;
+    LoadedCa::check(certs.clone(), &key)?;
+    files.prepare()?;
+    keys::write_secret(&files.issuing_key(), pem_block("PRIVATE KEY", &pkcs8).as_bytes())?;
+    if certs.len() > 1 {
+        fs::write(files.chain(), to_pem(&certs[1..]))?;
+    }
+    fs::write(files.issuing_cert(), to_pem(&certs[..1]))?;
+    Ok(())
+}
+
+/// PEM text for DER bytes under `label`.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Concatenated `CERTIFICATE` PEM blocks.
+pub fn to_pem(certs: &[CertificateDer<'static>]) -> String {
+    certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect()
+}
+
+/// Every `CERTIFICATE` block in `pem`.
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("bad certificate PEM: {e}"))
+}
+
+/// The CA as loaded and checked: issuing certificate, its key, parents and trust anchors.
+pub struct LoadedCa {
+    /// Issuing certificate first, then parents.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Trust anchors: the self-signed root, or the top-most certificate we know.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Issuing certificate's notAfter.
+    pub not_after: OffsetDateTime,
+    /// Stable identifier: hex of the issuing certificate's subject key identifier.
+    pub issuer_id: String,
+    /// Issuing certificate's subject (RFC 4514).
+    pub subject: String,
+}
+
+impl LoadedCa {
+    /// Loads the CA from the data directory.
+    pub fn load(data_dir: &Path) -> Result<(Self, KeyPair)> {
+        let files = CaFiles::new(data_dir);
+        let cert_pem = fs::read_to_string(files.issuing_cert())
+            .with_context(|| format!("reading {}", files.issuing_cert().display()))?;
+        let key_pem = fs::read_to_string(files.issuing_key())
+            .with_context(|| format!("reading {}", files.issuing_key().display()))?;
+        let mut certs = parse_certs(&cert_pem)?;
+        ensure!(certs.len() == 1, "issuing.crt must hold exactly one certificate");
+        if files.chain().exists() {
+            certs.extend(parse_certs(&fs::read_to_string(files.chain())?)?);
+        }
+        let (key, _) = keys::load_pem(&key_pem)?;
+        let loaded = Self::check(certs, &key)?;
+        Ok((loaded, key))
+    }
+
+    /// Checks that `chain[0]` is a CA certificate for `key`, that each certificate is signed by
+    /// the next, and works out the trust anchors.
+    fn check(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Result<Self> {
+        use x509_parser::prelude::*;
+        let parsed = chain
+            .iter()
+            .map(|der| {
+                X509Certificate::from_der(der)
+                    .map(|(_, c)| c)
+                    .map_err(|e| anyhow!("parsing CA certificate: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let issuing = &parsed[0];
+        ensure!(
+            issuing.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
+            "the CA key does not belong to the CA certificate"
+        );
+        match issuing.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {}
+            _ => bail!("the CA certificate is not a CA (basicConstraints cA is not true)"),
+        }
+        for pair in parsed.windows(2) {
+            let (child, parent) = (&pair[0], &pair[1]);
+            ensure!(
+                child.issuer() == parent.subject(),
+                "chain is out of order: {} is not issued by {}",
+                child.subject(),
+                parent.subject()
+            );
+            child
+                .verify_signature(Some(parent.public_key()))
+                .map_err(|e| anyhow!("{} is not signed by {}: {e}", child.subject(), parent.subject()))?;
+        }
+        let top = parsed.len() - 1;
+        let roots = vec![chain[top].clone()];
+        let ski = issuing.extensions().iter().find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex(ski.0)),
+            _ => None,
+        });
+        // Without an SKI, identify the issuer by a digest of its key.
+        let issuer_id = ski.unwrap_or_else(|| {
+            hex(&ring::digest::digest(&ring::digest::SHA256, key.public_key_raw()).as_ref()[..20])
+        });
+        let not_after = issuing.validity().not_after.to_datetime();
+        let subject = issuing.subject().to_string();
+        Ok(Self {
+            chain,
+            roots,
+            not_after,
+            issuer_id,
+            subject,
+        })
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,692 @@
+//! The CA (Boulder's "CA" role): the only code that touches private keys.
+//!
+//! Callers (ACME, the Vault API, the CLI) hand over a [`CertificateRequest`] that policy has
+//! already approved: a verified public key, a profile, and the exact names to certify. This module
+//! builds the certificate from the profile (never from CSR extensions), picks a random serial,
+//! backdates notBefore for clock skew, clamps notAfter to the profile maximum and to the issuer's
+//! own notAfter, signs, and — through [`Issuance`] — records the certificate in the ledger before
+//! anyone sees it.
+//!
+//! It never parses HTTP and never speaks SQL.
+
+pub mod asn1;
+pub mod csr;
+pub mod hierarchy;
+pub mod keys;
+pub mod profile;
+pub mod serial;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use ca_store::writer::LedgerWriter;
+use ca_store::{NewCertificate, Requester};
+use rcgen::{
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+pub use csr::{CsrError, KeyAlgorithm, SubjectPublicKey, VerifiedCsr};
+pub use profile::Profile;
+
+use crate::names::normalize_dns_name;
+use crate::spiffe::SpiffeId;
+
+/// Default and maximum lifetime of one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Lifetime {
+    /// Used when the request names no lifetime.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub default: std::time::Duration,
+    /// Longer requests are truncated to this, with a warning.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub max: std::time::Duration,
+}
+
+impl Lifetime {
+    const fn hours(default: u64, max: u64) -> Self {
+        Self {
+            default: std::time::Duration::from_secs(default * 3600),
+            max: std::time::Duration::from_secs(max * 3600),
+        }
+    }
+
+    /// Built-in lifetimes: 30 days for TLS (up to a year, kubeadm's leaf validity), 24 hours for
+    /// SPIFFE (up to 7 days), a year for subordinate CAs (up to 5).
+    pub fn builtin(profile: Profile) -> Self {
+        match profile {
+            Profile::TlsServer | Profile::TlsClient | Profile::TlsServerClient => {
+                Self::hours(30 * 24, 365 * 24)
+            }
+            Profile::Spiffe => Self::hours(24, 7 * 24),
+            Profile::Ca => Self::hours(365 * 24, 5 * 365 * 24),
+        }
+    }
+}
+
+/// How the CA issues: lifetimes, clock-skew backdating and URLs baked into certificates.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// notBefore = now − backdate, unless the request sets notBefore.
+    pub backdate: std::time::Duration,
+    /// Per-profile lifetimes; profiles missing here use [`Lifetime::builtin`].
+    pub lifetimes: BTreeMap<Profile, Lifetime>,
+    /// CRL distribution point URLs for issued certificates.
+    pub crl_urls: Vec<String>,
+    /// authorityInfoAccess caIssuers URLs for issued certificates.
+    pub issuing_certificate_urls: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            backdate: std::time::Duration::from_secs(60),
+            lifetimes: BTreeMap::new(),
+            crl_urls: Vec::new(),
+            issuing_certificate_urls: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// The lifetime rules for `profile`.
+    pub fn lifetime(&self, profile: Profile) -> Lifetime {
+        self.lifetimes
+            .get(&profile)
+            .copied()
+            .unwrap_or_else(|| Lifetime::builtin(profile))
+    }
+}
+
+/// Subject distinguished name fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// CN.
+    pub common_name: Option<String>,
+    /// O.
+    pub organization: Vec<String>,
+    /// OU.
+    pub organizational_unit: Vec<String>,
+    /// C.
+    pub country: Vec<String>,
+    /// ST.
+    pub province: Vec<String>,
+    /// L.
+    pub locality: Vec<String>,
+}
+
+impl Subject {
+    /// A subject with only a common name.
+    pub fn common_name(cn: impl Into<String>) -> Self {
+        Self {
+            common_name: Some(cn.into()),
+            ..Self::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.common_name.is_none()
+            && self.organization.is_empty()
+            && self.organizational_unit.is_empty()
+            && self.country.is_empty()
+            && self.province.is_empty()
+            && self.locality.is_empty()
+    }
+
+    fn entries(&self) -> Vec<(DnType, &str, &'static str)> {
+        let mut out = Vec::new();
+        let groups: [(&Vec<String>, DnType, &'static str); 5] = [
+            (&self.country, DnType::CountryName, "C"),
+            (&self.province, DnType::StateOrProvinceName, "ST"),
+            (&self.locality, DnType::LocalityName, "L"),
+            (&self.organization, DnType::OrganizationName, "O"),
+            (&self.organizational_unit, DnType::OrganizationalUnitName, "OU"),
+        ];
+        for (values, ty, short) in groups {
+            for v in values {
+                out.push((ty.clone(), v.as_str(), short));
+            }
+        }
+        if let Some(cn) = &self.common_name {
+            out.push((DnType::CommonName, cn.as_str(), "CN"));
+        }
+        out
+    }
+
+    /// RFC 4514 text, most specific attribute first.
+    pub fn to_rfc4514(&self) -> String {
+        self.entries()
+            .iter()
+            .rev()
+            .map(|(_, v, short)| format!("{short}={}", escape_rfc4514(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn escape_rfc4514(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && matches!(c, '#' | ' '))
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Name constraints for the `ca` profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameConstraints {
+    /// Permitted DNS subtrees (`example.com`, `.svc.cluster.local`).
+    pub permitted_dns: Vec<String>,
+    /// Excluded DNS subtrees.
+    pub excluded_dns: Vec<String>,
+    /// Permitted IP ranges.
+    pub permitted_ip: Vec<(IpAddr, u8)>,
+    /// Excluded IP ranges.
+    pub excluded_ip: Vec<(IpAddr, u8)>,
+    /// Permitted URI hosts (for SPIFFE: the trust domain).
+    pub permitted_uri: Vec<String>,
+}
+
+impl NameConstraints {
+    fn is_empty(&self) -> bool {
+        self.permitted_dns.is_empty()
+            && self.excluded_dns.is_empty()
+            && self.permitted_ip.is_empty()
+            && self.excluded_ip.is_empty()
+            && self.permitted_uri.is_empty()
+    }
+
+    /// The critical nameConstraints extension (RFC 5280 4.2.1.10), including URI subtrees that
+    /// rcgen cannot express.
+    fn to_extension(&self) -> CustomExtension {
+        fn subtree(tag: u8, value: &[u8]) -> Vec<u8> {
+            asn1::sequence(&[asn1::tlv(tag, value)])
+        }
+        fn ip_subtree((addr, prefix): &(IpAddr, u8)) -> Vec<u8> {
+            let (mut bytes, bits) = match addr {
+                IpAddr::V4(a) => (a.octets().to_vec(), 32u8),
+                IpAddr::V6(a) => (a.octets().to_vec(), 128u8),
+            };
+            let prefix = (*prefix).min(bits);
+            let mut mask = vec![0u8; bytes.len()];
+            for i in 0..usize::from(prefix) {
+                mask[i / 8] |= 0x80 >> (i % 8);
+            }
+            for (b, m) in bytes.iter_mut().zip(&mask) {
+                *b &= m;
+            }
+            bytes.extend(mask);
+            subtree(0x87, &bytes)
+        }
+        let permitted: Vec<Vec<u8>> = self
+            .permitted_dns
+            .iter()
+            .map(|d| subtree(0x82, d.as_bytes()))
+            .chain(self.permitted_ip.iter().map(ip_subtree))
+            .chain(self.permitted_uri.iter().map(|u| subtree(0x86, u.as_bytes())))
+            .collect();
+        let excluded: Vec<Vec<u8>> = self
+            .excluded_dns
+            .iter()
+            .map(|d| subtree(0x82, d.as_bytes()))
+            .chain(self.excluded_ip.iter().map(ip_subtree))
+            .collect();
+        let mut body = Vec::new();
+        if !permitted.is_empty() {
+            body.push(asn1::tlv(0xa0, &permitted.concat()));
+        }
+        if !excluded.is_empty() {
+            body.push(asn1::tlv(0xa1, &excluded.concat()));
+        }
+        let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 30], asn1::sequence(&body));
+        ext.set_criticality(true);
+        ext
+    }
+}
+
+/// What policy approved: everything the certificate will say, nothing taken from the CSR blindly.
+#[derive(Debug, Clone)]
+pub struct CertificateRequest {
+    /// The key to certify (from a verified CSR, or generated for `issue`).
+    pub public_key: SubjectPublicKey,
+    /// The issuance profile.
+    pub profile: Profile,
+    /// Subject DN.
+    pub subject: Subject,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<IpAddr>,
+    /// URI SANs (for `spiffe`, exactly the SPIFFE ID).
+    pub uris: Vec<String>,
+    /// E-mail SANs.
+    pub emails: Vec<String>,
+    /// Requested lifetime; the profile default when absent.
+    pub lifetime: Option<std::time::Duration>,
+    /// Explicit notBefore (ACME `notBefore`).
+    pub not_before: Option<OffsetDateTime>,
+    /// Explicit notAfter (ACME `notAfter`, Vault `not_after`); overrides `lifetime`.
+    pub not_after: Option<OffsetDateTime>,
+    /// Name constraints (`ca` profile only).
+    pub name_constraints: Option<NameConstraints>,
+}
+
+impl CertificateRequest {
+    /// A request for `public_key` under `profile` with no names yet.
+    pub fn new(public_key: SubjectPublicKey, profile: Profile) -> Self {
+        Self {
+            public_key,
+            profile,
+            subject: Subject::default(),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            uris: Vec::new(),
+            emails: Vec::new(),
+            lifetime: None,
+            not_before: None,
+            not_after: None,
+            name_constraints: None,
+        }
+    }
+}
+
+/// Why a certificate was not issued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The request breaks the profile's rules; the client must change it.
+    #[error("{0}")]
+    Rejected(String),
+    /// The CSR is unusable.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    /// The ledger could not record the certificate, so it was not issued. Often transient.
+    #[error("the ledger could not record the certificate: {0}")]
+    Ledger(#[source] ca_store::Error),
+    /// Signing failed (a bug or a broken key); internal.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+impl IssueError {
+    /// True when the client should retry later rather than change its request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IssueError::Ledger(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A signed certificate and what was decided while building it.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    /// DER.
+    pub der: CertificateDer<'static>,
+    /// Serial number octets.
+    pub serial: Vec<u8>,
+    /// Effective notBefore.
+    pub not_before: OffsetDateTime,
+    /// Effective notAfter.
+    pub not_after: OffsetDateTime,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// The SPIFFE ID, for SVIDs and SPIFFE-identified CAs.
+    pub spiffe_id: Option<String>,
+    /// Adjustments the caller should pass on (lifetime truncated, …).
+    pub warnings: Vec<String>,
+}
+
+/// The issuing CA: certificate, key and chain.
+pub struct CertificateAuthority {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    loaded: hierarchy::LoadedCa,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("issuer_id", &self.loaded.issuer_id)
+            .field("subject", &self.loaded.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads the CA from `<data_dir>/ca`.
+    pub fn load(data_dir: &Path, settings: Settings) -> Result<Self> {
+        let (loaded, key) = hierarchy::LoadedCa::load(data_dir)?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(&loaded.chain[0], key)?;
+        Ok(Self {
+            issuer,
+            loaded,
+            settings,
+        })
+    }
+
+    /// Identifier of the issuing CA (hex subject key identifier).
+    pub fn issuer_id(&self) -> &str {
+        &self.loaded.issuer_id
+    }
+
+    /// The issuing CA's subject.
+    pub fn subject(&self) -> &str {
+        &self.loaded.subject
+    }
+
+    /// The issuing CA's notAfter.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.loaded.not_after
+    }
+
+    /// Issuing certificate first, then its parents up to the root when known.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.loaded.chain
+    }
+
+    /// Trust anchors clients should trust.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.loaded.roots
+    }
+
+    /// Issuance settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Builds and signs a certificate for `req`. Nothing is recorded; see [`Issuance::issue`].
+    pub fn sign(&self, req: &CertificateRequest) -> Result<SignedCertificate, IssueError> {
+        let names = check_names(req)?;
+        let mut warnings = Vec::new();
+        let now = OffsetDateTime::now_utc();
+        let lifetime = self.settings.lifetime(req.profile);
+        let not_before = req
+            .not_before
+            .unwrap_or_else(|| now - self.settings.backdate);
+        let max_not_after = now + lifetime.max;
+        let mut not_after = req
+            .not_after
+            .unwrap_or_else(|| now + req.lifetime.unwrap_or(lifetime.default));
+        if not_after > max_not_after {
+            warnings.push(format!(
+                "requested lifetime is longer than the {} profile allows; truncated to {}",
+                req.profile,
+                crate::duration::format_go(lifetime.max)
+            ));
+            not_after = max_not_after;
+        }
+        if not_after > self.loaded.not_after {
+            warnings.push(
+                "requested notAfter is beyond the issuing CA's; truncated to the CA's notAfter"
+                    .to_owned(),
+            );
+            not_after = self.loaded.not_after;
+        }
+        if not_after <= now || not_after <= not_before {
+            return Err(IssueError::Rejected(
+                "the certificate would already be expired (notAfter is not in the future)".into(),
+            ));
+        }
+
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (ty, value, _) in req.subject.entries() {
+            dn.push(ty, value);
+        }
+        params.distinguished_name = dn;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let serial = serial::random();
+        params.serial_number = Some(serial.clone());
+        params.subject_alt_names = names.sans;
+        params.use_authority_key_identifier_extension = true;
+        apply_profile(&mut params, req);
+        if !self.settings.crl_urls.is_empty() {
+            params.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: self.settings.crl_urls.clone(),
+            }];
+        }
+        if !self.settings.issuing_certificate_urls.is_empty() {
+            params
+                .custom_extensions
+                .push(authority_info_access(&self.settings.issuing_certificate_urls));
+        }
+        if let Some(nc) = req.name_constraints.as_ref().filter(|nc| !nc.is_empty()) {
+            params.custom_extensions.push(nc.to_extension());
+        }
+
+        let cert = params
+            .signed_by(&req.public_key, &self.issuer)
+            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        Ok(SignedCertificate {
+            der: cert.der().clone(),
+            serial: serial.to_bytes(),
+            not_before,
+            not_after,
+            subject: req.subject.to_rfc4514(),
+            spiffe_id: names.spiffe_id,
+            warnings,
+        })
+    }
+}
+
+struct CheckedNames {
+    sans: Vec<SanType>,
+    spiffe_id: Option<String>,
+}
+
+/// Enforces each profile's structural rules and converts names for rcgen.
+fn check_names(req: &CertificateRequest) -> Result<CheckedNames, IssueError> {
+    let reject = |m: String| Err(IssueError::Rejected(m));
+    let mut sans = Vec::new();
+    for name in &req.dns_names {
+        let Some(n) = normalize_dns_name(name) else {
+            return reject(format!("{name:?} is not a valid DNS name"));
+        };
+        sans.push(SanType::DnsName(ia5(&n)?));
+    }
+    sans.extend(req.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+    let mut spiffe_id = None;
+    for uri in &req.uris {
+        if uri.len() > 2048 || !uri.is_ascii() || uri.contains(char::is_whitespace) {
+            return reject(format!("{uri:?} is not a valid URI"));
+        }
+        if uri.starts_with("spiffe://") || uri.starts_with("SPIFFE://") {
+            let id = SpiffeId::parse(uri).map_err(|e| IssueError::Rejected(e.to_string()))?;
+            spiffe_id = Some(id.to_string());
+        }
+        sans.push(SanType::URI(ia5(uri)?));
+    }
+    for email in &req.emails {
+        if !email.contains('@') || !email.is_ascii() {
+            return reject(format!("{email:?} is not a valid e-mail address"));
+        }
+        sans.push(SanType::Rfc822Name(ia5(email)?));
+    }
+    let has_host_name = !req.dns_names.is_empty() || !req.ip_addresses.is_empty();
+    match req.profile {
+        Profile::TlsServer | Profile::TlsServerClient if !has_host_name => {
+            return reject(format!(
+                "the {} profile needs at least one DNS name or IP address",
+                req.profile
+            ));
+        }
+        Profile::TlsClient if sans.is_empty() && req.subject.common_name.is_none() => {
+            return reject("a client certificate needs a common name or a SAN".into());
+        }
+        Profile::Spiffe => {
+            if req.uris.len() != 1 {
+                return reject(format!(
+                    "an X509-SVID carries exactly one URI SAN (the SPIFFE ID); {} requested",
+                    req.uris.len()
+                ));
+            }
+            match &spiffe_id {
+                Some(id) if !id.ends_with(|c: char| c == '/') => {
+                    let parsed =
+                        SpiffeId::parse(id).map_err(|e| IssueError::Rejected(e.to_string()))?;
+                    if parsed.is_root() {
+                        return reject(
+                            "a workload SPIFFE ID needs a path (spiffe://<trust-domain>/…)".into(),
+                        );
+                    }
+                }
+                _ => return reject("the URI SAN of an X509-SVID must be a spiffe:// ID".into()),
+            }
+        }
+        Profile::Ca => {
+            if req.subject.common_name.is_none() {
+                return reject("a CA certificate needs a common name".into());
+            }
+            if let Some(id) = &spiffe_id {
+                let parsed =
+                    SpiffeId::parse(id).map_err(|e| IssueError::Rejected(e.to_string()))?;
+                if !parsed.is_root() || req.uris.len() > 1 {
+                    return reject(
+                        "a signing certificate's SPIFFE ID is the bare trust domain (spiffe://<td>)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    if req.name_constraints.is_some() && req.profile != Profile::Ca {
+        return reject("name constraints apply only to the ca profile".into());
+    }
+    if req.subject.is_empty() && sans.is_empty() {
+        return reject("the certificate would name nobody (empty subject and no SAN)".into());
+    }
+    Ok(CheckedNames { sans, spiffe_id })
+}
+
+fn ia5(s: &str) -> Result<rcgen::string::Ia5String, IssueError> {
+    rcgen::string::Ia5String::try_from(s)
+        .map_err(|_| IssueError::Rejected(format!("{s:?} is not ASCII")))
+}
+
+fn apply_profile(params: &mut CertificateParams, req: &CertificateRequest) {
+    if req.profile == Profile::Ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        return;
+    }
+    // ExplicitNoCa writes basicConstraints cA=false and the subject key identifier.
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if req.public_key.algorithm().is_rsa() {
+        params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+    if req.profile.server_auth() {
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    if req.profile.client_auth() {
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+}
+
+/// authorityInfoAccess with caIssuers URLs (RFC 5280 4.2.2.1).
+fn authority_info_access(urls: &[String]) -> CustomExtension {
+    const CA_ISSUERS: [u8; 8] = [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let descriptions: Vec<Vec<u8>> = urls
+        .iter()
+        .map(|u| asn1::sequence(&[asn1::tlv(0x06, &CA_ISSUERS), asn1::tlv(0x86, u.as_bytes())]))
+        .collect();
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], asn1::sequence(&descriptions))
+}
+
+/// Signing plus recording: the one way certificates leave the CA.
+#[derive(Clone)]
+pub struct Issuance {
+    ca: Arc<CertificateAuthority>,
+    ledger: LedgerWriter,
+}
+
+impl std::fmt::Debug for Issuance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuance").field("ca", &self.ca).finish_non_exhaustive()
+    }
+}
+
+impl Issuance {
+    /// Pairs a CA with the ledger's writer.
+    pub fn new(ca: Arc<CertificateAuthority>, ledger: LedgerWriter) -> Self {
+        Self { ca, ledger }
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.ca
+    }
+
+    /// Signs `req` and records the result durably; only then returns it.
+    pub async fn issue(
+        &self,
+        req: &CertificateRequest,
+        requester: &Requester,
+        request_id: &str,
+    ) -> Result<SignedCertificate, IssueError> {
+        // A serial collision (UNIQUE violation) is retried with a fresh serial.
+        for _ in 0..3 {
+            let signed = self.ca.sign(req)?;
+            let row = self.ledger_row(req, &signed, requester, request_id);
+            match self.ledger.record(row).await {
+                Ok(()) => return Ok(signed),
+                Err(ca_store::Error::DuplicateSerial) => continue,
+                Err(e) => return Err(IssueError::Ledger(e)),
+            }
+        }
+        Err(IssueError::Ledger(ca_store::Error::DuplicateSerial))
+    }
+
+    fn ledger_row(
+        &self,
+        req: &CertificateRequest,
+        signed: &SignedCertificate,
+        requester: &Requester,
+        request_id: &str,
+    ) -> NewCertificate {
+        NewCertificate {
+            serial: signed.serial.clone(),
+            issuer_id: self.ca.issuer_id().to_owned(),
+            profile: req.profile.name().to_owned(),
+            subject: signed.subject.clone(),
+            common_name: req.subject.common_name.clone(),
+            dns_names: req
+                .dns_names
+                .iter()
+                .filter_map(|n| normalize_dns_name(n))
+                .collect(),
+            ip_addresses: req.ip_addresses.iter().map(IpAddr::to_string).collect(),
+            uris: req.uris.clone(),
+            emails: req.emails.clone(),
+            spiffe_id: signed.spiffe_id.clone(),
+            key_algorithm: req.public_key.algorithm().to_string(),
+            not_before: signed.not_before.unix_timestamp(),
+            not_after: signed.not_after.unix_timestamp(),
+            requester: requester.clone(),
+            request_id: request_id.to_owned(),
+            created_at: OffsetDateTime::now_utc().unix_timestamp(),
+            der: signed.der.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! `ca-server`: an in-cluster private CA for Kubernetes.
+//!
+//! Data flows one way: HTTP edge ([`http`]) → auth → policy → issuer ([`issuer`], the only holder
+//! of private keys) → store (the `ca-store` crate, the only code that speaks SQL).
+#![warn(missing_docs)]
+
+pub mod duration;
+pub mod issuer;
+pub mod names;
+pub mod spiffe;

@@ -1,0 +1,205 @@
+//! The issuance ledger (Boulder's "SA"): the only code in the workspace that speaks SQL.
+//!
+//! Callers see one [`Ledger`] trait with two implementations, [`sqlite::SqliteLedger`] (the embedded
+//! default, WAL mode, `synchronous=FULL`) and [`postgres::PostgresLedger`] (several replicas share
+//! one database). The backend is chosen from the database URL by [`open`]. Each dialect has its own
+//! migration set under `migrations/`, embedded at build time and applied when the ledger opens.
+//!
+//! Writes of issued certificates go through [`writer::LedgerWriter`], which groups concurrent
+//! requests into one transaction (group commit) and answers each caller only once its row is
+//! durably committed: a certificate is never returned before it is recorded.
+#![warn(missing_docs)]
+
+mod model;
+mod query;
+pub mod postgres;
+pub mod sqlite;
+pub mod writer;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use model::{CertificateRecord, ExpiryQuery, NewCertificate, Protocol, Requester};
+
+/// Errors from the ledger. Internal details are logged by callers, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A certificate with this serial is already recorded.
+    #[error("serial number already recorded")]
+    DuplicateSerial,
+    /// The database URL is not one we understand.
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    /// A stored value could not be decoded (corrupt row or schema mismatch).
+    #[error("corrupt ledger row: {0}")]
+    Corrupt(String),
+    /// The group-commit writer has shut down.
+    #[error("ledger writer is closed")]
+    WriterClosed,
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database reported an error (connection, constraint, I/O…).
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl Error {
+    /// True when retrying later may succeed (connection trouble, pool exhaustion, busy database).
+    /// Callers map these to "try again" answers (HTTP 503), never to permanent refusals.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            ) || is_busy(e),
+            Error::WriterClosed => true,
+            _ => false,
+        }
+    }
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let msg = db.message();
+            msg.contains("database is locked") || msg.contains("database is busy")
+        }
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return Error::DuplicateSerial;
+        }
+        Error::Database(e)
+    }
+}
+
+/// Which database engine backs a ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server (or a compatible engine).
+    Postgres,
+}
+
+/// The ledger's operations. Implemented once per backend; the rest of the workspace only sees this.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Which engine this is.
+    fn backend(&self) -> Backend;
+
+    /// Records a batch of certificates in one transaction: all rows are committed or none is.
+    /// A serial already present fails the whole batch with [`Error::DuplicateSerial`].
+    async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error>;
+
+    /// Looks a certificate up by serial number (big-endian bytes, no leading zero padding).
+    async fn certificate_by_serial(&self, serial: &[u8])
+    -> Result<Option<CertificateRecord>, Error>;
+
+    /// Certificates ordered by `not_after` (then id), filtered and paginated by `query`.
+    async fn expiring(&self, query: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Closes connections; pending work is finished first.
+    async fn close(&self);
+}
+
+/// A database location. `Debug` and `Display` never show a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL string such as `sqlite:///var/lib/ca/ledger.db` or `postgres://user:pw@host/db`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// An SQLite file at `path`, created if missing.
+    pub fn sqlite_file(path: &std::path::Path) -> Self {
+        Self(format!("sqlite://{}", path.display()))
+    }
+
+    /// The URL with its secret, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Which backend the URL selects.
+    pub fn backend(&self) -> Result<Backend, Error> {
+        let scheme = self.0.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(Error::UnsupportedUrl(self.redacted())),
+        }
+    }
+
+    fn redacted(&self) -> String {
+        // scheme://user:password@host → scheme://user:***@host
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Opens the ledger the URL names and applies pending migrations.
+pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Ledger>, Error> {
+    Ok(match url.backend()? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteLedger::open(url).await?),
+        Backend::Postgres => Arc::new(postgres::PostgresLedger::open(url).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_hides_password() {
+        let url = DatabaseUrl::new("postgres://ca:s3cret@db.example:5432/ledger");
+        assert_eq!(url.to_string(), "postgres://ca:***@db.example:5432/ledger");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(url.backend().ok(), Some(Backend::Postgres));
+    }
+
+    #[test]
+    fn unknown_scheme_is_rejected() {
+        let url = DatabaseUrl::new("mysql://root@localhost/x");
+        assert!(matches!(url.backend(), Err(Error::UnsupportedUrl(_))));
+    }
+}

@@ -1,0 +1,239 @@
+//! Ledger row types shared by both backends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol through which a certificate was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// RFC 8555 ACME.
+    Acme,
+    /// The Vault-compatible PKI API.
+    Vault,
+    /// The `ca-server` command line, run by an operator.
+    Cli,
+    /// Issued by the server to itself (its own serving certificate).
+    Internal,
+}
+
+impl Protocol {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Acme => "acme",
+            Protocol::Vault => "vault",
+            Protocol::Cli => "cli",
+            Protocol::Internal => "internal",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "acme" => Protocol::Acme,
+            "vault" => Protocol::Vault,
+            "cli" => Protocol::Cli,
+            "internal" => Protocol::Internal,
+            _ => return None,
+        })
+    }
+}
+
+/// Who asked for a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// Through which protocol.
+    pub protocol: Protocol,
+    /// The authenticated identity: ACME account URL, Vault auth identity, operator name…
+    pub identity: String,
+    /// Kubernetes namespace of the requester, when known.
+    pub namespace: Option<String>,
+    /// Kubernetes service account of the requester, when known.
+    pub service_account: Option<String>,
+    /// Protocol-specific detail: ACME order and EAB key id, Vault mount, role and auth mount…
+    pub detail: BTreeMap<String, String>,
+}
+
+impl Requester {
+    /// A requester with only a protocol and an identity.
+    pub fn new(protocol: Protocol, identity: impl Into<String>) -> Self {
+        Self {
+            protocol,
+            identity: identity.into(),
+            namespace: None,
+            service_account: None,
+            detail: BTreeMap::new(),
+        }
+    }
+}
+
+/// A certificate to record. Every field is known at signing time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCertificate {
+    /// Serial number, big-endian, as encoded in the certificate (without a sign byte).
+    pub serial: Vec<u8>,
+    /// Identifier of the issuing CA.
+    pub issuer_id: String,
+    /// Issuance profile (`tls-server`, `spiffe`, …).
+    pub profile: String,
+    /// Subject distinguished name (RFC 4514), empty when the subject is empty.
+    pub subject: String,
+    /// Subject common name, if any.
+    pub common_name: Option<String>,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP address SANs, in text form.
+    pub ip_addresses: Vec<String>,
+    /// URI SANs.
+    pub uris: Vec<String>,
+    /// E-mail SANs.
+    pub emails: Vec<String>,
+    /// The SPIFFE ID, for SVIDs.
+    pub spiffe_id: Option<String>,
+    /// Subject key algorithm, e.g. `ECDSA-P256`, `RSA-2048`.
+    pub key_algorithm: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Who asked.
+    pub requester: Requester,
+    /// Correlates with request logs.
+    pub request_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+/// A recorded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Ledger row id (stable, increasing; used for pagination).
+    pub id: i64,
+    /// What was recorded at issuance. `der` is empty once retention removed it.
+    pub certificate: NewCertificate,
+    /// Unix seconds of revocation, if revoked.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 CRLReason code, if revoked.
+    pub revocation_reason: Option<i32>,
+}
+
+/// Filters and pagination for expiry-ordered reads.
+#[derive(Debug, Clone, Default)]
+pub struct ExpiryQuery {
+    /// Only certificates with `not_after >= not_after_from` (e.g. now, to skip expired ones).
+    pub not_after_from: Option<i64>,
+    /// Only certificates with `not_after < not_after_until` (e.g. now + 7 days).
+    pub not_after_until: Option<i64>,
+    /// Only this issuer.
+    pub issuer_id: Option<String>,
+    /// Only this profile.
+    pub profile: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Include revoked certificates.
+    pub include_revoked: bool,
+    /// Continue after this `(not_after, id)` position (cursor pagination).
+    pub after: Option<(i64, i64)>,
+    /// Page size; 0 means the default of 100.
+    pub limit: u32,
+}
+
+impl ExpiryQuery {
+    pub(crate) fn page_size(&self) -> i64 {
+        match self.limit {
+            0 => 100,
+            n => i64::from(n.min(10_000)),
+        }
+    }
+}
+
+/// Columns in insert order; both backends bind values in this order.
+pub(crate) const INSERT_COLUMNS: &str = "serial, issuer_id, profile, subject, common_name, \
+     dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
+     protocol, requester, namespace, service_account, requester_detail, request_id, created_at, der";
+
+pub(crate) const SELECT_COLUMNS: &str = "id, serial, issuer_id, profile, subject, common_name, \
+     dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
+     protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
+     revoked_at, revocation_reason, der";
+
+/// A row as stored (JSON columns still encoded); decoded by [`RawRow::into_record`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct RawRow {
+    id: i64,
+    serial: Vec<u8>,
+    issuer_id: String,
+    profile: String,
+    subject: String,
+    common_name: Option<String>,
+    dns_names: String,
+    ip_addresses: String,
+    uris: String,
+    emails: String,
+    spiffe_id: Option<String>,
+    key_algorithm: String,
+    not_before: i64,
+    not_after: i64,
+    protocol: String,
+    requester: String,
+    namespace: Option<String>,
+    service_account: Option<String>,
+    requester_detail: String,
+    request_id: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<i32>,
+    der: Option<Vec<u8>>,
+}
+
+fn json_list(column: &str, value: &str) -> Result<Vec<String>, crate::Error> {
+    serde_json::from_str(value).map_err(|e| crate::Error::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
+    // Serialising lists and maps of strings cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl RawRow {
+    pub(crate) fn into_record(self) -> Result<CertificateRecord, crate::Error> {
+        let protocol = Protocol::parse(&self.protocol)
+            .ok_or_else(|| crate::Error::Corrupt(format!("protocol {:?}", self.protocol)))?;
+        let detail: BTreeMap<String, String> = serde_json::from_str(&self.requester_detail)
+            .map_err(|e| crate::Error::Corrupt(format!("requester_detail: {e}")))?;
+        Ok(CertificateRecord {
+            id: self.id,
+            certificate: NewCertificate {
+                serial: self.serial,
+                issuer_id: self.issuer_id,
+                profile: self.profile,
+                subject: self.subject,
+                common_name: self.common_name,
+                dns_names: json_list("dns_names", &self.dns_names)?,
+                ip_addresses: json_list("ip_addresses", &self.ip_addresses)?,
+                uris: json_list("uris", &self.uris)?,
+                emails: json_list("emails", &self.emails)?,
+                spiffe_id: self.spiffe_id,
+                key_algorithm: self.key_algorithm,
+                not_before: self.not_before,
+                not_after: self.not_after,
+                requester: Requester {
+                    protocol,
+                    identity: self.requester,
+                    namespace: self.namespace,
+                    service_account: self.service_account,
+                    detail,
+                },
+                request_id: self.request_id,
+                created_at: self.created_at,
+                der: self.der.unwrap_or_default(),
+            },
+            revoked_at: self.revoked_at,
+            revocation_reason: self.revocation_reason,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! SQL shared by both backends, built with sqlx's `QueryBuilder` so each dialect gets its own
+//! placeholders. Only statement text lives here; connections and transactions stay per backend.
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::model::{INSERT_COLUMNS, SELECT_COLUMNS, to_json};
+use crate::{ExpiryQuery, NewCertificate};
+
+/// Rows per multi-row INSERT; keeps bind parameters well under SQLite's 32,766 limit.
+pub(crate) const ROWS_PER_STATEMENT: usize = 400;
+
+/// `INSERT INTO certificates (…) VALUES (…), (…)` for up to [`ROWS_PER_STATEMENT`] rows.
+pub(crate) fn insert_certificates<DB>(rows: &[NewCertificate]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!("INSERT INTO certificates ({INSERT_COLUMNS}) "));
+    qb.push_values(rows, |mut b, c| {
+        b.push_bind(c.serial.clone())
+            .push_bind(c.issuer_id.clone())
+            .push_bind(c.profile.clone())
+            .push_bind(c.subject.clone())
+            .push_bind(c.common_name.clone())
+            .push_bind(to_json(&c.dns_names))
+            .push_bind(to_json(&c.ip_addresses))
+            .push_bind(to_json(&c.uris))
+            .push_bind(to_json(&c.emails))
+            .push_bind(c.spiffe_id.clone())
+            .push_bind(c.key_algorithm.clone())
+            .push_bind(c.not_before)
+            .push_bind(c.not_after)
+            .push_bind(c.requester.protocol.as_str().to_owned())
+            .push_bind(c.requester.identity.clone())
+            .push_bind(c.requester.namespace.clone())
+            .push_bind(c.requester.service_account.clone())
+            .push_bind(to_json(&c.requester.detail))
+            .push_bind(c.request_id.clone())
+            .push_bind(c.created_at)
+            .push_bind(c.der.clone());
+    });
+    qb
+}
+
+/// `SELECT … WHERE serial = ?`.
+pub(crate) fn certificate_by_serial<DB>(serial: &[u8]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {SELECT_COLUMNS} FROM certificates WHERE serial = "
+    ));
+    qb.push_bind(serial.to_vec());
+    qb
+}
+
+/// Expiry-ordered page: `ORDER BY not_after, id` with keyset pagination on that pair.
+pub(crate) fn expiring<DB>(q: &ExpiryQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!("SELECT {SELECT_COLUMNS} FROM certificates WHERE 1=1"));
+    if let Some(from) = q.not_after_from {
+        qb.push(" AND not_after >= ").push_bind(from);
+    }
+    if let Some(until) = q.not_after_until {
+        qb.push(" AND not_after < ").push_bind(until);
+    }
+    if let Some(issuer) = &q.issuer_id {
+        qb.push(" AND issuer_id = ").push_bind(issuer.clone());
+    }
+    if let Some(profile) = &q.profile {
+        qb.push(" AND profile = ").push_bind(profile.clone());
+    }
+    if let Some(ns) = &q.namespace {
+        qb.push(" AND namespace = ").push_bind(ns.clone());
+    }
+    if !q.include_revoked {
+        qb.push(" AND revoked_at IS NULL");
+    }
+    if let Some((not_after, id)) = q.after {
+        qb.push(" AND (not_after > ")
+            .push_bind(not_after)
+            .push(" OR (not_after = ")
+            .push_bind(not_after)
+            .push(" AND id > ")
+            .push_bind(id)
+            .push("))");
+    }
+    qb.push(" ORDER BY not_after, id LIMIT ")
+        .push_bind(q.page_size());
+    qb
+}
