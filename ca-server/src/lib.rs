@@ -4,7 +4,10 @@
 //! of private keys) → store (the `ca-store` crate, the only code that speaks SQL).
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod duration;
+pub mod http;
 pub mod issuer;
 pub mod names;
+pub mod server;
 pub mod spiffe;

@@ -17,7 +17,9 @@ pub fn normalize_dns_name(name: &str) -> Option<String> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     valid.then_some(name)
 }
@@ -28,10 +30,26 @@ mod tests {
 
     #[test]
     fn dns_names() {
-        assert_eq!(normalize_dns_name("Web.Default.SVC."), Some("web.default.svc".into()));
-        assert_eq!(normalize_dns_name("*.example.com"), Some("*.example.com".into()));
+        assert_eq!(
+            normalize_dns_name("Web.Default.SVC."),
+            Some("web.default.svc".into())
+        );
+        assert_eq!(
+            normalize_dns_name("*.example.com"),
+            Some("*.example.com".into())
+        );
         assert_eq!(normalize_dns_name("localhost"), Some("localhost".into()));
-        for bad in ["", "*.", "a..b", "-a.b", "a-.b", "a_b.c", "*.*.a", "a.*.b", "exa mple.com"] {
+        for bad in [
+            "",
+            "*.",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "a_b.c",
+            "*.*.a",
+            "a.*.b",
+            "exa mple.com",
+        ] {
             assert_eq!(normalize_dns_name(bad), None, "{bad:?}");
         }
         assert_eq!(normalize_dns_name(&format!("{}.com", "a".repeat(64))), None);

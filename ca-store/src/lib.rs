@@ -11,8 +11,8 @@
 #![warn(missing_docs)]
 
 mod model;
-mod query;
 pub mod postgres;
+mod query;
 pub mod sqlite;
 pub mod writer;
 
@@ -52,14 +52,16 @@ impl Error {
     /// Callers map these to "try again" answers (HTTP 503), never to permanent refusals.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            ) || is_busy(e),
+            Error::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || is_busy(e)
+            }
             Error::WriterClosed => true,
             _ => false,
         }
@@ -107,8 +109,10 @@ pub trait Ledger: Send + Sync + 'static {
     async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error>;
 
     /// Looks a certificate up by serial number (big-endian bytes, no leading zero padding).
-    async fn certificate_by_serial(&self, serial: &[u8])
-    -> Result<Option<CertificateRecord>, Error>;
+    async fn certificate_by_serial(
+        &self,
+        serial: &[u8],
+    ) -> Result<Option<CertificateRecord>, Error>;
 
     /// Certificates ordered by `not_after` (then id), filtered and paginated by `query`.
     async fn expiring(&self, query: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error>;

@@ -11,9 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::model::RawRow;
 use crate::query::{self, ROWS_PER_STATEMENT};
-use crate::{
-    Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate,
-};
+use crate::{Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate};
 
 /// PostgreSQL-backed ledger.
 #[derive(Debug, Clone)]

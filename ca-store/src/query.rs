@@ -68,7 +68,9 @@ where
     String: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
 {
-    let mut qb = QueryBuilder::new(format!("SELECT {SELECT_COLUMNS} FROM certificates WHERE 1=1"));
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {SELECT_COLUMNS} FROM certificates WHERE 1=1"
+    ));
     if let Some(from) = q.not_after_from {
         qb.push(" AND not_after >= ").push_bind(from);
     }

@@ -14,9 +14,7 @@ use sqlx::sqlite::{
 
 use crate::model::RawRow;
 use crate::query::{self, ROWS_PER_STATEMENT};
-use crate::{
-    Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate,
-};
+use crate::{Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate};
 
 /// SQLite-backed ledger.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ const MAX_BATCH: usize = 2_000;
 const QUEUE_DEPTH: usize = 8_192;
 
 enum Message {
-    Record(NewCertificate, oneshot::Sender<Result<(), Error>>),
+    Record(Box<NewCertificate>, oneshot::Sender<Result<(), Error>>),
     Close,
 }
 
@@ -51,7 +51,7 @@ impl LedgerWriter {
     pub async fn record(&self, certificate: NewCertificate) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Message::Record(certificate, done))
+            .send(Message::Record(Box::new(certificate), done))
             .await
             .map_err(|_| Error::WriterClosed)?;
         wait.await.map_err(|_| Error::WriterClosed)?
@@ -77,7 +77,7 @@ async fn run(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<Message>) {
         while let Some(message) = next.take() {
             match message {
                 Message::Record(row, done) => {
-                    rows.push(row);
+                    rows.push(*row);
                     waiters.push(done);
                 }
                 Message::Close => {
@@ -96,7 +96,7 @@ async fn run(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<Message>) {
     // Drain anything that raced with Close so no caller waits forever.
     while let Ok(message) = rx.try_recv() {
         if let Message::Record(row, done) = message {
-            rows.push(row);
+            rows.push(*row);
             waiters.push(done);
         }
     }

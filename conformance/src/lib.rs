@@ -1,1 +1,25 @@
+//! Test harness for end-to-end tests: the real `ca-server` binary as a child process
+//! ([`server::CaServer`]), a real PostgreSQL ([`postgres::test_database`]), and the `openssl` CLI as
+//! an independent X.509 implementation ([`openssl`]). Everything listens on loopback only and is
+//! torn down on `Drop`.
+#![warn(missing_docs)]
 
+pub mod openssl;
+pub mod postgres;
+pub mod server;
+
+use std::path::PathBuf;
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}

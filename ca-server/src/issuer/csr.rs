@@ -200,7 +200,9 @@ fn legacy_pem_body(pem: &str) -> Result<Vec<u8>, CsrError> {
         .find(end)
         .ok_or_else(|| CsrError::Malformed("unterminated PEM block".into()))?;
     let b64: String = body[..stop].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| CsrError::Malformed("bad base64".into()))
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| CsrError::Malformed("bad base64".into()))
 }
 
 /// Parses a DER CSR and verifies its signature.
@@ -264,9 +266,15 @@ fn collect_sans(csr: &mut VerifiedCsr, san: SubjectAltName) -> Result<(), CsrErr
                 };
                 csr.ip_addresses.push(addr);
             }
-            GeneralName::OtherName(o) => csr.unsupported_sans.push(format!("otherName {}", o.type_id)),
-            GeneralName::DirectoryName(d) => csr.unsupported_sans.push(format!("directoryName {d}")),
-            GeneralName::RegisteredId(oid) => csr.unsupported_sans.push(format!("registeredID {oid}")),
+            GeneralName::OtherName(o) => csr
+                .unsupported_sans
+                .push(format!("otherName {}", o.type_id)),
+            GeneralName::DirectoryName(d) => {
+                csr.unsupported_sans.push(format!("directoryName {d}"))
+            }
+            GeneralName::RegisteredId(oid) => {
+                csr.unsupported_sans.push(format!("registeredID {oid}"))
+            }
             GeneralName::EdiPartyName(_) => csr.unsupported_sans.push("ediPartyName".into()),
         }
     }
@@ -278,7 +286,8 @@ fn signed_info_bytes(der: &[u8]) -> Result<&[u8], CsrError> {
     let malformed = |e: x509_cert::der::Error| CsrError::Malformed(e.to_string());
     let mut reader = SliceReader::new(der).map_err(malformed)?;
     let _outer = Header::decode(&mut reader).map_err(malformed)?;
-    let start = usize::try_from(reader.position()).map_err(|_| CsrError::Malformed("offset".into()))?;
+    let start =
+        usize::try_from(reader.position()).map_err(|_| CsrError::Malformed("offset".into()))?;
     let inner = Header::decode(&mut reader).map_err(malformed)?;
     let header_len = usize::try_from(reader.position())
         .map_err(|_| CsrError::Malformed("offset".into()))?
@@ -329,7 +338,8 @@ fn rsa_modulus_bits(raw: &[u8]) -> Result<usize, CsrError> {
         modulus: UintRef<'a>,
         _exponent: UintRef<'a>,
     }
-    let key = RsaPublicKey::from_der(raw).map_err(|e| CsrError::Malformed(format!("RSA key: {e}")))?;
+    let key =
+        RsaPublicKey::from_der(raw).map_err(|e| CsrError::Malformed(format!("RSA key: {e}")))?;
     let m = key.modulus.as_bytes();
     let Some(first) = m.first() else {
         return Err(CsrError::Malformed("empty RSA modulus".into()));

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -68,6 +67,11 @@ impl CaFiles {
         );
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        // Only the server's user may list or enter the directory holding keys.
+        fs::set_permissions(
+            &self.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         Ok(())
     }
 }
@@ -140,7 +144,10 @@ pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
     let issuing = params.signed_by(&issuing_key, &root_issuer)?;
 
     keys::write_secret(&files.root_key(), keys::pkcs8_pem(&root_key).as_bytes())?;
-    keys::write_secret(&files.issuing_key(), keys::pkcs8_pem(&issuing_key).as_bytes())?;
+    keys::write_secret(
+        &files.issuing_key(),
+        keys::pkcs8_pem(&issuing_key).as_bytes(),
+    )?;
     fs::write(files.chain(), root.pem())?;
     // Written last: its presence marks the CA as complete.
     fs::write(files.issuing_cert(), issuing.pem())?;
@@ -149,17 +156,28 @@ pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
 
 /// Adopts an existing CA: `cert_pem` holds the issuing certificate, optionally followed by its
 /// parents; `chain_pem` may hold (more) parents; `key_pem` is its private key.
-pub fn import(data_dir: &Path, cert_pem: &str, key_pem: &str, chain_pem: Option<&str>) -> Result<()> {
+pub fn import(
+    data_dir: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+    chain_pem: Option<&str>,
+) -> Result<()> {
     let files = CaFiles::new(data_dir);
     let mut certs = parse_certs(cert_pem).context("reading the CA certificate")?;
-    ensure!(!certs.is_empty(), "no CERTIFICATE block in the CA certificate file");
+    ensure!(
+        !certs.is_empty(),
+        "no CERTIFICATE block in the CA certificate file"
+    );
     if let Some(chain) = chain_pem {
         certs.extend(parse_certs(chain).context("reading the CA chain")?);
     }
     let (key, pkcs8) = keys::load_pem(key_pem).context("reading the CA key")?;
     LoadedCa::check(certs.clone(), &key)?;
     files.prepare()?;
-    keys::write_secret(&files.issuing_key(), pem_block("PRIVATE KEY", &pkcs8).as_bytes())?;
+    keys::write_secret(
+        &files.issuing_key(),
+        pem_block("PRIVATE KEY", &pkcs8).as_bytes(),
+    )?;
     if certs.len() > 1 {
         fs::write(files.chain(), to_pem(&certs[1..]))?;
     }
@@ -215,7 +233,10 @@ impl LoadedCa {
         let key_pem = fs::read_to_string(files.issuing_key())
             .with_context(|| format!("reading {}", files.issuing_key().display()))?;
         let mut certs = parse_certs(&cert_pem)?;
-        ensure!(certs.len() == 1, "issuing.crt must hold exactly one certificate");
+        ensure!(
+            certs.len() == 1,
+            "issuing.crt must hold exactly one certificate"
+        );
         if files.chain().exists() {
             certs.extend(parse_certs(&fs::read_to_string(files.chain())?)?);
         }
@@ -255,14 +276,23 @@ impl LoadedCa {
             );
             child
                 .verify_signature(Some(parent.public_key()))
-                .map_err(|e| anyhow!("{} is not signed by {}: {e}", child.subject(), parent.subject()))?;
+                .map_err(|e| {
+                    anyhow!(
+                        "{} is not signed by {}: {e}",
+                        child.subject(),
+                        parent.subject()
+                    )
+                })?;
         }
         let top = parsed.len() - 1;
         let roots = vec![chain[top].clone()];
-        let ski = issuing.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex(ski.0)),
-            _ => None,
-        });
+        let ski = issuing
+            .extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex(ski.0)),
+                _ => None,
+            });
         // Without an SKI, identify the issuer by a digest of its key.
         let issuer_id = ski.unwrap_or_else(|| {
             hex(&ring::digest::digest(&ring::digest::SHA256, key.public_key_raw()).as_ref()[..20])

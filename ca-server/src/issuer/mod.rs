@@ -25,8 +25,8 @@ use anyhow::Result;
 use ca_store::writer::LedgerWriter;
 use ca_store::{NewCertificate, Requester};
 use rcgen::{
-    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
@@ -146,7 +146,11 @@ impl Subject {
             (&self.province, DnType::StateOrProvinceName, "ST"),
             (&self.locality, DnType::LocalityName, "L"),
             (&self.organization, DnType::OrganizationName, "O"),
-            (&self.organizational_unit, DnType::OrganizationalUnitName, "OU"),
+            (
+                &self.organizational_unit,
+                DnType::OrganizationalUnitName,
+                "OU",
+            ),
         ];
         for (values, ty, short) in groups {
             for v in values {
@@ -234,7 +238,11 @@ impl NameConstraints {
             .iter()
             .map(|d| subtree(0x82, d.as_bytes()))
             .chain(self.permitted_ip.iter().map(ip_subtree))
-            .chain(self.permitted_uri.iter().map(|u| subtree(0x86, u.as_bytes())))
+            .chain(
+                self.permitted_uri
+                    .iter()
+                    .map(|u| subtree(0x86, u.as_bytes())),
+            )
             .collect();
         let excluded: Vec<Vec<u8>> = self
             .excluded_dns
@@ -459,9 +467,9 @@ impl CertificateAuthority {
             }];
         }
         if !self.settings.issuing_certificate_urls.is_empty() {
-            params
-                .custom_extensions
-                .push(authority_info_access(&self.settings.issuing_certificate_urls));
+            params.custom_extensions.push(authority_info_access(
+                &self.settings.issuing_certificate_urls,
+            ));
         }
         if let Some(nc) = req.name_constraints.as_ref().filter(|nc| !nc.is_empty()) {
             params.custom_extensions.push(nc.to_extension());
@@ -534,7 +542,7 @@ fn check_names(req: &CertificateRequest) -> Result<CheckedNames, IssueError> {
                 ));
             }
             match &spiffe_id {
-                Some(id) if !id.ends_with(|c: char| c == '/') => {
+                Some(id) => {
                     let parsed =
                         SpiffeId::parse(id).map_err(|e| IssueError::Rejected(e.to_string()))?;
                     if parsed.is_root() {
@@ -594,10 +602,14 @@ fn apply_profile(params: &mut CertificateParams, req: &CertificateRequest) {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }
     if req.profile.server_auth() {
-        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
     if req.profile.client_auth() {
-        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
 }
 
@@ -620,7 +632,9 @@ pub struct Issuance {
 
 impl std::fmt::Debug for Issuance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuance").field("ca", &self.ca).finish_non_exhaustive()
+        f.debug_struct("Issuance")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 

@@ -10,7 +10,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/csr").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/csr")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -109,7 +111,10 @@ fn fixtures_parse_and_verify() {
     let istio = csr::parse_der(&fixture("rsa2048-istio.der")).expect("RSA-2048 Istio CSR");
     assert_eq!(istio.public_key.algorithm(), KeyAlgorithm::Rsa(2048));
     assert_eq!(istio.subject, "");
-    assert_eq!(istio.uris, vec!["spiffe://cluster.local/ns/default/sa/httpbin"]);
+    assert_eq!(
+        istio.uris,
+        vec!["spiffe://cluster.local/ns/default/sa/httpbin"]
+    );
 
     let spiffe = csr::parse_der(&fixture("p256-spiffe.der")).expect("P-256 SPIFFE CSR");
     assert_eq!(spiffe.public_key.algorithm(), KeyAlgorithm::EcdsaP256);
@@ -118,8 +123,14 @@ fn fixtures_parse_and_verify() {
     let cm = csr::parse_der(&fixture("cert-manager-nameconstraints.der"))
         .expect("a CSR with NameConstraints is accepted (rcgen's parser would refuse it)");
     assert_eq!(cm.common_name.as_deref(), Some("web.default.svc"));
-    assert_eq!(cm.dns_names, vec!["web.default.svc", "web.default.svc.cluster.local"]);
-    assert_eq!(cm.ip_addresses, vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))]);
+    assert_eq!(
+        cm.dns_names,
+        vec!["web.default.svc", "web.default.svc.cluster.local"]
+    );
+    assert_eq!(
+        cm.ip_addresses,
+        vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))]
+    );
 
     let p384 = csr::parse_der(&fixture("p384.der")).expect("P-384");
     assert_eq!(p384.public_key.algorithm(), KeyAlgorithm::EcdsaP384);
@@ -139,7 +150,9 @@ fn bad_csrs_are_refused_with_the_right_error() {
     ));
     assert!(matches!(csr::parse_der(b""), Err(CsrError::Malformed(_))));
     assert!(matches!(
-        csr::parse_pem("-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n"),
+        csr::parse_pem(
+            "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n"
+        ),
         Err(CsrError::Malformed(_))
     ));
 }
@@ -158,15 +171,23 @@ fn spiffe_profile_follows_the_x509_svid_rules() {
     let (_dir, ca) = test_ca();
     for name in ["rsa2048-istio.der", "p256-spiffe.der"] {
         let csr = csr::parse_der(&fixture(name)).expect("csr");
-        let signed = ca.sign(&request_from(&csr, Profile::Spiffe)).expect("issue");
+        let signed = ca
+            .sign(&request_from(&csr, Profile::Spiffe))
+            .expect("issue");
         let p = parse(&signed.der);
         assert_eq!(p.uris.len(), 1, "{name}: exactly one URI SAN");
-        assert!(p.critical_ku && p.ku_digital_signature, "{name}: KU critical + digitalSignature");
+        assert!(
+            p.critical_ku && p.ku_digital_signature,
+            "{name}: KU critical + digitalSignature"
+        );
         assert!(!p.ku_cert_sign);
         assert_eq!(p.ku_key_encipherment, csr.public_key.algorithm().is_rsa());
         assert!(p.eku_server && p.eku_client, "{name}: EKU server+client");
         assert_eq!(p.ca, Some(false), "{name}: cA=false");
-        assert!(p.subject_empty && p.san_critical, "{name}: empty subject => critical SAN");
+        assert!(
+            p.subject_empty && p.san_critical,
+            "{name}: empty subject => critical SAN"
+        );
         assert!(p.has_aki && p.has_ski);
         assert_eq!(p.serial_len, 17);
         assert_eq!(signed.spiffe_id.as_deref(), Some(p.uris[0].as_str()));
@@ -179,14 +200,22 @@ fn spiffe_profile_follows_the_x509_svid_rules() {
 fn spiffe_profile_refuses_two_uris_and_non_spiffe_ids() {
     let (_dir, ca) = test_ca();
     let csr = csr::parse_der(&fixture("two-uris.der")).expect("csr");
-    let err = ca.sign(&request_from(&csr, Profile::Spiffe)).expect_err("two URIs");
-    assert!(matches!(err, IssueError::Rejected(ref m) if m.contains("exactly one URI")), "{err}");
+    let err = ca
+        .sign(&request_from(&csr, Profile::Spiffe))
+        .expect_err("two URIs");
+    assert!(
+        matches!(err, IssueError::Rejected(ref m) if m.contains("exactly one URI")),
+        "{err}"
+    );
 
     let mut req = request_from(&csr, Profile::Spiffe);
     req.uris = vec!["https://example.com/x".into()];
     assert!(matches!(ca.sign(&req), Err(IssueError::Rejected(_))));
     req.uris = vec!["spiffe://cluster.local".into()];
-    assert!(matches!(ca.sign(&req), Err(IssueError::Rejected(_))), "root ID on a leaf");
+    assert!(
+        matches!(ca.sign(&req), Err(IssueError::Rejected(_))),
+        "root ID on a leaf"
+    );
     req.uris = vec!["spiffe://cluster.local/ns/../sa/x".into()];
     assert!(matches!(ca.sign(&req), Err(IssueError::Rejected(_))));
 }
@@ -205,9 +234,18 @@ fn tls_profiles_carry_their_usages_not_the_csrs() {
         let p = parse(&signed.der);
         assert_eq!((p.eku_server, p.eku_client), (server, client), "{profile}");
         assert_eq!(p.ca, Some(false));
-        assert!(!p.name_constraints, "{profile}: CSR NameConstraints must not be copied");
-        assert!(!p.ku_key_encipherment, "{profile}: ECDSA key, no keyEncipherment");
-        assert_eq!(p.dns, vec!["web.default.svc", "web.default.svc.cluster.local"]);
+        assert!(
+            !p.name_constraints,
+            "{profile}: CSR NameConstraints must not be copied"
+        );
+        assert!(
+            !p.ku_key_encipherment,
+            "{profile}: ECDSA key, no keyEncipherment"
+        );
+        assert_eq!(
+            p.dns,
+            vec!["web.default.svc", "web.default.svc.cluster.local"]
+        );
         assert!(!p.san_critical, "subject present => SAN not critical");
     }
     let mut no_names = request_from(&csr, Profile::TlsServer);
@@ -234,7 +272,10 @@ fn ca_profile_issues_a_constrained_subordinate() {
     assert_eq!(p.ca, Some(true));
     assert_eq!(p.path_len, Some(0));
     assert!(p.ku_cert_sign && p.critical_ku);
-    assert!(p.name_constraints, "x509-parser decodes our hand-built nameConstraints");
+    assert!(
+        p.name_constraints,
+        "x509-parser decodes our hand-built nameConstraints"
+    );
 
     let mut leaf_path = req.clone();
     leaf_path.uris = vec!["spiffe://cluster.local/ns/x".into()];
@@ -254,7 +295,10 @@ fn lifetimes_are_truncated_to_the_profile_and_the_issuer() {
     assert_eq!(signed.warnings.len(), 1, "{:?}", signed.warnings);
     let max = OffsetDateTime::now_utc() + time::Duration::days(7);
     assert!(signed.not_after <= max);
-    assert!(signed.not_before < OffsetDateTime::now_utc(), "backdated for clock skew");
+    assert!(
+        signed.not_before < OffsetDateTime::now_utc(),
+        "backdated for clock skew"
+    );
 
     let mut past = request_from(&csr, Profile::Spiffe);
     past.not_after = Some(OffsetDateTime::now_utc() - time::Duration::hours(1));
@@ -264,7 +308,10 @@ fn lifetimes_are_truncated_to_the_profile_and_the_issuer() {
     ca_req.subject = Subject::common_name("sub");
     ca_req.lifetime = Some(std::time::Duration::from_secs(4 * 365 * 86_400));
     let signed = ca.sign(&ca_req).expect("issue");
-    assert!(signed.not_after <= ca.not_after(), "never outlives the issuer");
+    assert!(
+        signed.not_after <= ca.not_after(),
+        "never outlives the issuer"
+    );
 }
 
 #[test]
@@ -278,7 +325,9 @@ fn crl_and_aia_urls_are_included_when_configured() {
     };
     let ca = CertificateAuthority::load(dir.path(), settings).expect("load");
     let csr = csr::parse_der(&fixture("p384.der")).expect("csr");
-    let signed = ca.sign(&request_from(&csr, Profile::TlsServer)).expect("issue");
+    let signed = ca
+        .sign(&request_from(&csr, Profile::TlsServer))
+        .expect("issue");
     let (_, cert) = X509Certificate::from_der(&signed.der).expect("parse");
     let mut cdp = false;
     let mut aia = false;
@@ -287,7 +336,10 @@ fn crl_and_aia_urls_are_included_when_configured() {
             ParsedExtension::CRLDistributionPoints(_) => cdp = true,
             ParsedExtension::AuthorityInfoAccess(a) => {
                 aia = a.accessdescs.iter().any(|d| {
-                    matches!(d.access_location, GeneralName::URI("http://ca.example/ca.crt"))
+                    matches!(
+                        d.access_location,
+                        GeneralName::URI("http://ca.example/ca.crt")
+                    )
                 });
             }
             _ => {}
@@ -300,11 +352,16 @@ fn crl_and_aia_urls_are_included_when_configured() {
 fn issued_certificates_verify_against_the_issuing_ca() {
     let (_dir, ca) = test_ca();
     let csr = csr::parse_der(&fixture("ed25519.der")).expect("csr");
-    let signed = ca.sign(&request_from(&csr, Profile::TlsServer)).expect("issue");
+    let signed = ca
+        .sign(&request_from(&csr, Profile::TlsServer))
+        .expect("issue");
     let (_, leaf) = X509Certificate::from_der(&signed.der).expect("leaf");
     let (_, issuing) = X509Certificate::from_der(&ca.chain()[0]).expect("issuing");
     let (_, root) = X509Certificate::from_der(&ca.roots()[0]).expect("root");
-    leaf.verify_signature(Some(issuing.public_key())).expect("leaf signed by issuing CA");
-    issuing.verify_signature(Some(root.public_key())).expect("issuing CA signed by root");
+    leaf.verify_signature(Some(issuing.public_key()))
+        .expect("leaf signed by issuing CA");
+    issuing
+        .verify_signature(Some(root.public_key()))
+        .expect("issuing CA signed by root");
     assert_eq!(leaf.issuer(), issuing.subject());
 }

@@ -1,0 +1,113 @@
+//! Accept loops for the HTTPS and plain-HTTP listeners, with graceful shutdown: on the signal,
+//! stop accepting, let in-flight requests finish within a grace period, then return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+/// A TLS handshake that takes longer than this is dropped (slow-loris protection).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Facts about the connection a request arrived on, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true, then drains connections for at most
+/// `grace`. `tls` = None serves plain HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo {
+            remote,
+            tls: acceptor.is_some(),
+        };
+        let service =
+            router
+                .clone()
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    req
+                });
+        let service = TowerToHyperService::new(service);
+        let builder = Builder::new(TokioExecutor::new());
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls_stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+}

@@ -1,0 +1,92 @@
+//! The HTTP edge: router assembly, health and readiness, trust-bundle downloads, TLS serving.
+//!
+//! Protocol surfaces (ACME, the Vault API, ledger reports) mount their routers here. Handlers turn
+//! internal errors into each protocol's own error form; internal details are logged, never echoed.
+
+pub mod listener;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ca_store::Ledger;
+use serde_json::json;
+
+use crate::issuer::Issuance;
+use crate::issuer::hierarchy::to_pem;
+
+/// Where the trust bundle (root certificates) is served, as PEM.
+pub const TRUST_BUNDLE_PATH: &str = "/ca/bundle.pem";
+/// Where the issuing chain (issuing CA, then parents) is served, as PEM.
+pub const CHAIN_PATH: &str = "/ca/chain.pem";
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Signing and recording.
+    pub issuance: Issuance,
+    /// Read access to the ledger.
+    pub ledger: Arc<dyn Ledger>,
+}
+
+/// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(TRUST_BUNDLE_PATH, get(trust_bundle))
+        .route(CHAIN_PATH, get(chain))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Ready when the database answers; the CA key is loaded before the listener starts.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ca = state.issuance.ca();
+    match state.ledger.ping().await {
+        Ok(()) => axum::Json(json!({
+            "status": "ready",
+            "database": "ok",
+            "issuer_id": ca.issuer_id(),
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "not ready", "database": "unreachable"})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
+fn pem_response(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/pem-certificate-chain"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn trust_bundle(State(state): State<AppState>) -> Response {
+    pem_response(to_pem(state.issuance.ca().roots()))
+}
+
+async fn chain(State(state): State<AppState>) -> Response {
+    pem_response(to_pem(state.issuance.ca().chain()))
+}

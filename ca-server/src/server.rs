@@ -1,0 +1,126 @@
+//! `ca-server serve`: initialise on first run, open the ledger, load the CA, serve HTTPS (and
+//! optionally HTTP), renew the serving certificate, and shut down cleanly on SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ca_store::writer::LedgerWriter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, AppState, listener, tls};
+use crate::issuer::{CertificateAuthority, Issuance, hierarchy};
+
+/// Everything opened at start-up, shared by `serve` and the one-shot CLI commands.
+pub struct Runtime {
+    /// Signing and recording.
+    pub issuance: Issuance,
+    /// The ledger (reads).
+    pub ledger: Arc<dyn ca_store::Ledger>,
+    writer: LedgerWriter,
+}
+
+impl Runtime {
+    /// Creates the CA on an empty data directory, opens the ledger, loads the CA.
+    pub async fn open(config: &Config) -> Result<Self> {
+        let files = hierarchy::CaFiles::new(&config.data_dir);
+        if !files.exists() {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            hierarchy::generate(&config.data_dir, &hierarchy::GenerateOptions::default())?;
+            tracing::info!(data_dir = %config.data_dir.display(), "created a new root and issuing CA");
+        }
+        let url = config.database_url();
+        let ledger = ca_store::open(&url)
+            .await
+            .with_context(|| format!("opening the ledger at {url}"))?;
+        let writer = LedgerWriter::spawn(Arc::clone(&ledger));
+        let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings())
+            .context("loading the CA")?;
+        tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?ledger.backend(), "CA loaded");
+        Ok(Self {
+            issuance: Issuance::new(Arc::new(ca), writer.clone()),
+            ledger,
+            writer,
+        })
+    }
+
+    /// Commits queued ledger writes and closes connections.
+    pub async fn close(self) {
+        self.writer.close().await;
+        self.ledger.close().await;
+    }
+}
+
+/// Runs the server until SIGTERM / Ctrl-C.
+pub async fn serve(config: Config) -> Result<()> {
+    let runtime = Runtime::open(&config).await?;
+    let (resolver, validity) = tls::initial(&config.tls, &runtime.issuance).await?;
+    let renewal = validity.map(|validity| {
+        tokio::spawn(tls::renew_forever(
+            Arc::clone(&resolver),
+            config.tls.clone(),
+            runtime.issuance.clone(),
+            validity,
+        ))
+    });
+    let tls_config = Arc::new(tls::server_config(resolver)?);
+    let router = http::app(AppState {
+        issuance: runtime.issuance.clone(),
+        ledger: Arc::clone(&runtime.ledger),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let https = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(address = %https.local_addr()?, scheme = "https", "listening");
+    servers.spawn(listener::serve(
+        https,
+        Some(tls_config),
+        router.clone(),
+        stop_rx.clone(),
+        config.shutdown_grace,
+    ));
+    if let Some(addr) = config.http_listen {
+        let plain = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(address = %plain.local_addr()?, scheme = "http", "listening");
+        servers.spawn(listener::serve(
+            plain,
+            None,
+            router,
+            stop_rx,
+            config.shutdown_grace,
+        ));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    if let Some(task) = renewal {
+        task.abort();
+    }
+    runtime.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs and starts what the tests need, builds
+# the workspace, runs every test (unit, ledger on SQLite and PostgreSQL, end-to-end), and stops
+# what it started. Usage: conformance/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+work=$(mktemp -d -t ca-server-tests.XXXXXX)
+cleanup() {
+  if [ -n "${pg_data:-}" ] && [ -d "$pg_data" ]; then
+    as_pg "$pg_bin/pg_ctl" -D "$pg_data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# --- System packages the tests drive (real tools, not mocks) --------------------------------
+need_pkgs=()
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing ${need_pkgs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    say "missing packages: ${need_pkgs[*]} (install them, or run as root)"; exit 1
+  fi
+fi
+
+# --- An ephemeral PostgreSQL for the whole run ----------------------------------------------
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  echo "FATAL: PostgreSQL server binaries not found; the PostgreSQL tests cannot run" >&2
+  exit 1
+fi
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_dir="$work/pg"; pg_data="$pg_dir/data"; mkdir -p "$pg_dir"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+say "starting PostgreSQL ($pg_bin) on 127.0.0.1:$pg_port"
+as_pg "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_dir/server.log" -w -t 60 \
+  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+export CA_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+# --- Build and test -------------------------------------------------------------------------
+say "building"
+cargo build --workspace --bins --locked
+export CA_SERVER_BIN="$root/target/debug/ca-server"
+say "running tests"
+cargo test --workspace --locked "$@"

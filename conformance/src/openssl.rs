@@ -1,0 +1,117 @@
+//! The `openssl` and `curl` command-line tools as independent implementations: key and CSR
+//! generation, certificate inspection and path validation, HTTPS fetches with a given trust anchor.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `openssl <args>` in `dir`.
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("openssl").current_dir(dir).args(args))
+}
+
+/// Writes an ECDSA P-256 key and a CSR for `subject` with `san` (e.g. `DNS:a,URI:spiffe://…`).
+pub fn p256_csr(dir: &Path, name: &str, subject: &str, san: Option<&str>) {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &format!("{name}.key"),
+        ],
+    );
+    let mut args = vec![
+        "req".to_owned(),
+        "-new".into(),
+        "-key".into(),
+        format!("{name}.key"),
+        "-subj".into(),
+        subject.into(),
+        "-out".into(),
+        format!("{name}.csr"),
+    ];
+    if let Some(san) = san {
+        args.push("-addext".into());
+        args.push(format!("subjectAltName={san}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    openssl(dir, &args);
+}
+
+/// `openssl verify -CAfile <roots> -untrusted <chain> <leaf>`; returns whether it succeeded and
+/// openssl's output.
+pub fn verify(dir: &Path, roots: &str, untrusted: Option<&str>, leaf: &str) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(["verify", "-CAfile", roots]);
+    if let Some(chain) = untrusted {
+        cmd.args(["-untrusted", chain]);
+    }
+    cmd.arg(leaf);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("openssl verify: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `openssl x509 -noout -text` of a PEM file.
+pub fn x509_text(dir: &Path, file: &str) -> String {
+    openssl(dir, &["x509", "-in", file, "-noout", "-text"])
+}
+
+/// HTTPS GET with curl trusting only `cacert`; returns (status code, body).
+pub fn curl_https(url: &str, cacert: &Path) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(cacert)
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_curl(&out.stdout)
+}
+
+/// Plain HTTP GET with curl; returns (status code, body).
+pub fn curl_http(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_curl(&out.stdout)
+}
+
+fn parse_curl(stdout: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
