@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d -t ca-server-tests.XXXXXX)
+chmod 0755 "$work"   # the postgres user must reach its data directory inside
 cleanup() {
   if [ -n "${pg_data:-}" ] && [ -d "$pg_data" ]; then
     as_pg "$pg_bin/pg_ctl" -D "$pg_data" -m immediate -w stop >/dev/null 2>&1 || true

@@ -10,6 +10,7 @@
 //! durably committed: a certificate is never returned before it is recorded.
 #![warn(missing_docs)]
 
+pub mod acme;
 mod model;
 pub mod postgres;
 mod query;
@@ -27,9 +28,9 @@ pub use model::{CertificateRecord, ExpiryQuery, NewCertificate, Protocol, Reques
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A certificate with this serial is already recorded.
-    #[error("serial number already recorded")]
-    DuplicateSerial,
+    /// A row with this key already exists (a certificate serial, an account key, …).
+    #[error("already exists")]
+    AlreadyExists,
     /// The database URL is not one we understand.
     #[error("unsupported database URL: {0}")]
     UnsupportedUrl(String),
@@ -83,7 +84,7 @@ impl From<sqlx::Error> for Error {
         if let sqlx::Error::Database(db) = &e
             && db.is_unique_violation()
         {
-            return Error::DuplicateSerial;
+            return Error::AlreadyExists;
         }
         Error::Database(e)
     }
@@ -105,7 +106,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Records a batch of certificates in one transaction: all rows are committed or none is.
-    /// A serial already present fails the whole batch with [`Error::DuplicateSerial`].
+    /// A serial already present fails the whole batch with [`Error::AlreadyExists`].
     async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error>;
 
     /// Looks a certificate up by serial number (big-endian bytes, no leading zero padding).
@@ -116,6 +117,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Certificates ordered by `not_after` (then id), filtered and paginated by `query`.
     async fn expiring(&self, query: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error>;
+
+    /// Marks a certificate revoked (RFC 5280 reason code); false if unknown or already revoked.
+    async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error>;
 
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), Error>;
@@ -181,8 +185,12 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-/// Opens the ledger the URL names and applies pending migrations.
-pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Ledger>, Error> {
+/// Everything the server stores: the certificate ledger and ACME protocol state.
+pub trait Store: Ledger + acme::AcmeStore {}
+impl<T: Ledger + acme::AcmeStore> Store for T {}
+
+/// Opens the store the URL names and applies pending migrations.
+pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, Error> {
     Ok(match url.backend()? {
         Backend::Sqlite => Arc::new(sqlite::SqliteLedger::open(url).await?),
         Backend::Postgres => Arc::new(postgres::PostgresLedger::open(url).await?),

@@ -34,6 +34,18 @@ impl PostgresLedger {
     }
 }
 
+impl PostgresLedger {
+    fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn read_pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+crate::acme::impl_acme_store!(PostgresLedger, sqlx::Postgres);
+
 #[async_trait]
 impl Ledger for PostgresLedger {
     fn backend(&self) -> Backend {
@@ -68,6 +80,11 @@ impl Ledger for PostgresLedger {
         let mut qb = query::expiring::<sqlx::Postgres>(q);
         let rows: Vec<RawRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(RawRow::into_record).collect()
+    }
+
+    async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error> {
+        let mut qb = query::revoke::<sqlx::Postgres>(serial, revoked_at, reason);
+        Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -102,3 +102,21 @@ where
         .push_bind(q.page_size());
     qb
 }
+
+/// `UPDATE … SET revoked_at, revocation_reason WHERE serial = ? AND revoked_at IS NULL`.
+pub(crate) fn revoke<DB>(serial: &[u8], revoked_at: i64, reason: i32) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("UPDATE certificates SET revoked_at = ");
+    qb.push_bind(revoked_at)
+        .push(", revocation_reason = ")
+        .push_bind(i64::from(reason))
+        .push(" WHERE serial = ")
+        .push_bind(serial.to_vec())
+        .push(" AND revoked_at IS NULL");
+    qb
+}

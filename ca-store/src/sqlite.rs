@@ -48,6 +48,18 @@ impl SqliteLedger {
     }
 }
 
+impl SqliteLedger {
+    fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn read_pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+}
+
+crate::acme::impl_acme_store!(SqliteLedger, sqlx::Sqlite);
+
 #[async_trait]
 impl Ledger for SqliteLedger {
     fn backend(&self) -> Backend {
@@ -82,6 +94,11 @@ impl Ledger for SqliteLedger {
         let mut qb = query::expiring::<sqlx::Sqlite>(q);
         let rows: Vec<RawRow> = qb.build_query_as().fetch_all(&self.readers).await?;
         rows.into_iter().map(RawRow::into_record).collect()
+    }
+
+    async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error> {
+        let mut qb = query::revoke::<sqlx::Sqlite>(serial, revoked_at, reason);
+        Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), Error> {

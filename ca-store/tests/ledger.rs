@@ -74,7 +74,7 @@ async fn serials_are_unique(ledger: Arc<dyn Ledger>) {
         .await
         .expect("first insert");
     let again = ledger.insert_certificates(std::slice::from_ref(&c)).await;
-    assert!(matches!(again, Err(Error::DuplicateSerial)), "{again:?}");
+    assert!(matches!(again, Err(Error::AlreadyExists)), "{again:?}");
 
     // A batch containing a duplicate writes nothing at all.
     let fresh = cert(8, 2_000_000_000, "default", "tls-server");

@@ -662,11 +662,11 @@ impl Issuance {
             let row = self.ledger_row(req, &signed, requester, request_id);
             match self.ledger.record(row).await {
                 Ok(()) => return Ok(signed),
-                Err(ca_store::Error::DuplicateSerial) => continue,
+                Err(ca_store::Error::AlreadyExists) => continue,
                 Err(e) => return Err(IssueError::Ledger(e)),
             }
         }
-        Err(IssueError::Ledger(ca_store::Error::DuplicateSerial))
+        Err(IssueError::Ledger(ca_store::Error::AlreadyExists))
     }
 
     fn ledger_row(
