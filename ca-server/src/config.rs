@@ -30,6 +30,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Issuance settings.
     pub ca: CaConfig,
+    /// The ACME server.
+    pub acme: crate::acme::AcmeConfig,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "crate::duration::serde_duration")]
     pub shutdown_grace: Duration,
@@ -45,6 +47,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             ca: CaConfig::default(),
+            acme: crate::acme::AcmeConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -4,10 +4,13 @@
 //! of private keys) → store (the `ca-store` crate, the only code that speaks SQL).
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod config;
 pub mod duration;
 pub mod http;
 pub mod issuer;
 pub mod names;
+pub mod policy;
 pub mod server;
 pub mod spiffe;
+pub mod validation;

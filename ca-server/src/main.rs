@@ -58,6 +58,43 @@ enum Command {
     /// Certificate operations.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// ACME administration.
+    #[command(subcommand)]
+    Acme(AcmeCommand),
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// External Account Binding keys.
+    #[command(subcommand)]
+    Eab(EabCommand),
+}
+
+#[derive(Subcommand)]
+enum EabCommand {
+    /// Create a key; prints the kid and the base64url MAC key once (give both to the client).
+    Create(EabCreateArgs),
+    /// List keys and what they are bound to (never prints MAC keys).
+    List,
+}
+
+#[derive(Args)]
+struct EabCreateArgs {
+    /// Key identifier (default: random).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Names the account may order: exact, or `.suffix` (repeatable; default: server policy).
+    #[arg(long = "name")]
+    names: Vec<String>,
+    /// URI SAN patterns the account's CSRs may carry, `*` as wildcard (repeatable).
+    #[arg(long = "uri")]
+    uris: Vec<String>,
+    /// Authorizations are created valid: no challenges.
+    #[arg(long)]
+    preauthorized: bool,
+    /// Profiles the account may use (repeatable; default: all offered).
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
 }
 
 #[derive(Args)]
@@ -213,7 +250,69 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
         Command::Init(args) => init(&config, args),
         Command::Cert(CertCommand::Sign(args)) => sign(&config, args).await,
+        Command::Acme(AcmeCommand::Eab(cmd)) => eab(&config, cmd).await,
     }
+}
+
+async fn eab(config: &Config, cmd: EabCommand) -> Result<()> {
+    use ca_store::acme::EabKeyRow;
+    use ring::rand::SecureRandom;
+    let store = ca_store::open(&config.database_url()).await?;
+    match cmd {
+        EabCommand::Create(args) => {
+            let rng = ring::rand::SystemRandom::new();
+            let mut key = [0u8; 32];
+            rng.fill(&mut key)
+                .map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let kid = match args.kid {
+                Some(k) => k,
+                None => {
+                    let mut id = [0u8; 12];
+                    rng.fill(&mut id)
+                        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+                    ca_server::acme::jws::b64url(&id)
+                }
+            };
+            let binding = ca_server::policy::EabBinding {
+                names: args.names,
+                uris: args.uris,
+                preauthorized: args.preauthorized,
+                profiles: args.profiles,
+            };
+            store
+                .insert_eab_key(&EabKeyRow {
+                    kid: kid.clone(),
+                    hmac_key: key.to_vec(),
+                    policy: serde_json::to_string(&binding)?,
+                    account_id: None,
+                    created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    revoked_at: None,
+                })
+                .await
+                .map_err(|e| match e {
+                    ca_store::Error::AlreadyExists => {
+                        anyhow::anyhow!("an EAB key {kid:?} already exists")
+                    }
+                    e => e.into(),
+                })?;
+            println!("kid: {kid}");
+            println!("hmac_key: {}", ca_server::acme::jws::b64url(&key));
+        }
+        EabCommand::List => {
+            println!("{:<28} {:<24} {:<8} POLICY", "KID", "ACCOUNT", "REVOKED");
+            for k in store.eab_keys().await? {
+                println!(
+                    "{:<28} {:<24} {:<8} {}",
+                    k.kid,
+                    k.account_id.as_deref().unwrap_or("-"),
+                    if k.revoked_at.is_some() { "yes" } else { "no" },
+                    k.policy
+                );
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 fn init(config: &Config, args: InitArgs) -> Result<()> {

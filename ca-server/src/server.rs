@@ -16,8 +16,8 @@ use crate::issuer::{CertificateAuthority, Issuance, hierarchy};
 pub struct Runtime {
     /// Signing and recording.
     pub issuance: Issuance,
-    /// The ledger (reads).
-    pub ledger: Arc<dyn ca_store::Ledger>,
+    /// The ledger and protocol state.
+    pub store: Arc<dyn ca_store::Store>,
     writer: LedgerWriter,
 }
 
@@ -32,16 +32,17 @@ impl Runtime {
             tracing::info!(data_dir = %config.data_dir.display(), "created a new root and issuing CA");
         }
         let url = config.database_url();
-        let ledger = ca_store::open(&url)
+        let store = ca_store::open(&url)
             .await
             .with_context(|| format!("opening the ledger at {url}"))?;
-        let writer = LedgerWriter::spawn(Arc::clone(&ledger));
+        let ledger: Arc<dyn ca_store::Ledger> = store.clone();
+        let writer = LedgerWriter::spawn(ledger);
         let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings())
             .context("loading the CA")?;
-        tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?ledger.backend(), "CA loaded");
+        tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?store.backend(), "CA loaded");
         Ok(Self {
             issuance: Issuance::new(Arc::new(ca), writer.clone()),
-            ledger,
+            store,
             writer,
         })
     }
@@ -49,7 +50,7 @@ impl Runtime {
     /// Commits queued ledger writes and closes connections.
     pub async fn close(self) {
         self.writer.close().await;
-        self.ledger.close().await;
+        self.store.close().await;
     }
 }
 
@@ -66,9 +67,22 @@ pub async fn serve(config: Config) -> Result<()> {
         ))
     });
     let tls_config = Arc::new(tls::server_config(resolver)?);
+    let acme = if config.acme.enabled {
+        Some(
+            crate::acme::AcmeState::new(
+                config.acme.clone(),
+                Arc::clone(&runtime.store),
+                runtime.issuance.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let router = http::app(AppState {
         issuance: runtime.issuance.clone(),
-        ledger: Arc::clone(&runtime.ledger),
+        store: Arc::clone(&runtime.store),
+        acme,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ca_store::Ledger;
+use ca_store::Store;
 use serde_json::json;
 
 use crate::issuer::Issuance;
@@ -29,18 +29,24 @@ pub const CHAIN_PATH: &str = "/ca/chain.pem";
 pub struct AppState {
     /// Signing and recording.
     pub issuance: Issuance,
-    /// Read access to the ledger.
-    pub ledger: Arc<dyn Ledger>,
+    /// The ledger and protocol state.
+    pub store: Arc<dyn Store>,
+    /// The ACME server, when enabled.
+    pub acme: Option<crate::acme::AcmeState>,
 }
 
 /// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(TRUST_BUNDLE_PATH, get(trust_bundle))
         .route(CHAIN_PATH, get(chain))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(acme) = state.acme {
+        router = router.merge(crate::acme::router(acme));
+    }
+    router
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -50,7 +56,7 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the database answers; the CA key is loaded before the listener starts.
 async fn readyz(State(state): State<AppState>) -> Response {
     let ca = state.issuance.ca();
-    match state.ledger.ping().await {
+    match state.store.ping().await {
         Ok(()) => axum::Json(json!({
             "status": "ready",
             "database": "ok",

@@ -1,0 +1,493 @@
+//! ACME protocol state: accounts, EAB keys, orders, authorizations, redeemed nonces and shared
+//! settings. Rows are plain data; JSON-valued columns (identifiers, challenges, contact, policy,
+//! errors) are encoded and interpreted by ca-server's ACME module, not here.
+//!
+//! Status changes are compare-and-set (`… WHERE id = ? AND status = ?`) so replicas sharing one
+//! database never both move the same order or authorization.
+
+use async_trait::async_trait;
+
+use crate::Error;
+
+/// An ACME account.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountRow {
+    /// Opaque id (the last segment of the account URL).
+    pub id: String,
+    /// RFC 7638 thumbprint of the account key (unique).
+    pub key_thumbprint: String,
+    /// The account key as JWK JSON.
+    pub jwk: String,
+    /// `valid`, `deactivated` or `revoked`.
+    pub status: String,
+    /// JSON array of contact URLs.
+    pub contact: String,
+    /// The EAB key id the account was created with.
+    pub eab_kid: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An External Account Binding key and the policy it grants.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EabKeyRow {
+    /// Key identifier given to the client.
+    pub kid: String,
+    /// The MAC key (secret).
+    pub hmac_key: Vec<u8>,
+    /// JSON binding policy.
+    pub policy: String,
+    /// The account bound to this key, once used.
+    pub account_id: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// An ACME order.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderRow {
+    /// Opaque id.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// `pending`, `ready`, `processing`, `valid`, `invalid`.
+    pub status: String,
+    /// Unix seconds.
+    pub expires: i64,
+    /// JSON array of identifiers.
+    pub identifiers: String,
+    /// Issuance profile.
+    pub profile: String,
+    /// Requested notBefore (Unix seconds).
+    pub not_before: Option<i64>,
+    /// Requested notAfter (Unix seconds).
+    pub not_after: Option<i64>,
+    /// JSON problem document when invalid.
+    pub error: Option<String>,
+    /// Serial of the issued certificate.
+    pub certificate_serial: Option<Vec<u8>>,
+    /// ARI certificate identifier this order replaces.
+    pub replaces: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An ACME authorization with its challenges.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuthorizationRow {
+    /// Opaque id.
+    pub id: String,
+    /// The order it belongs to.
+    pub order_id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// `dns` or `ip`.
+    pub identifier_type: String,
+    /// The name or address (without `*.` for wildcards).
+    pub identifier_value: String,
+    /// 1 for a wildcard authorization.
+    pub wildcard: i64,
+    /// `pending`, `valid`, `invalid`, `deactivated`, `expired`, `revoked`.
+    pub status: String,
+    /// Unix seconds.
+    pub expires: i64,
+    /// JSON array of challenges.
+    pub challenges: String,
+}
+
+/// ACME state operations, implemented by both backends.
+#[async_trait]
+pub trait AcmeStore: Send + Sync + 'static {
+    /// Returns the setting `name`, storing `value` first if it is absent (first replica wins).
+    async fn setting_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Records a nonce as used; false if it was used before.
+    async fn redeem_nonce(&self, nonce: &str, expires_at: i64) -> Result<bool, Error>;
+    /// Forgets used nonces that have expired anyway.
+    async fn purge_nonces(&self, now: i64) -> Result<u64, Error>;
+
+    /// Creates an account; [`Error::AlreadyExists`] if its key is taken.
+    async fn insert_account(&self, account: &AccountRow) -> Result<(), Error>;
+    /// Looks an account up by id.
+    async fn account(&self, id: &str) -> Result<Option<AccountRow>, Error>;
+    /// Looks an account up by key thumbprint.
+    async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>, Error>;
+    /// Updates key, status and contact.
+    async fn update_account(&self, account: &AccountRow) -> Result<(), Error>;
+
+    /// Stores an EAB key.
+    async fn insert_eab_key(&self, key: &EabKeyRow) -> Result<(), Error>;
+    /// Looks an EAB key up.
+    async fn eab_key(&self, kid: &str) -> Result<Option<EabKeyRow>, Error>;
+    /// All EAB keys (secrets included; callers must not print them).
+    async fn eab_keys(&self) -> Result<Vec<EabKeyRow>, Error>;
+    /// Binds an unbound, unrevoked key to an account; false if it was already bound or revoked.
+    async fn bind_eab_key(&self, kid: &str, account_id: &str) -> Result<bool, Error>;
+
+    /// Creates an order and its authorizations in one transaction.
+    async fn insert_order(
+        &self,
+        order: &OrderRow,
+        authorizations: &[AuthorizationRow],
+    ) -> Result<(), Error>;
+    /// Looks an order up.
+    async fn order(&self, id: &str) -> Result<Option<OrderRow>, Error>;
+    /// Ids of an account's orders, newest first, at most `limit`.
+    async fn order_ids_for_account(
+        &self,
+        account_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, Error>;
+    /// Orders that named `replaces` as the certificate they replace.
+    async fn orders_replacing(&self, replaces: &str) -> Result<Vec<OrderRow>, Error>;
+    /// Writes status, error and certificate serial if the stored status is still `expected`.
+    async fn update_order(&self, order: &OrderRow, expected: &str) -> Result<bool, Error>;
+
+    /// Looks an authorization up.
+    async fn authorization(&self, id: &str) -> Result<Option<AuthorizationRow>, Error>;
+    /// An order's authorizations.
+    async fn authorizations_for_order(
+        &self,
+        order_id: &str,
+    ) -> Result<Vec<AuthorizationRow>, Error>;
+    /// Writes status and challenges if the stored status is still `expected`.
+    async fn update_authorization(
+        &self,
+        authz: &AuthorizationRow,
+        expected: &str,
+    ) -> Result<bool, Error>;
+}
+
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, key_thumbprint, jwk, status, contact, eab_kid, created_at";
+pub(crate) const EAB_COLUMNS: &str = "kid, hmac_key, policy, account_id, created_at, revoked_at";
+pub(crate) const ORDER_COLUMNS: &str = "id, account_id, status, expires, identifiers, profile, not_before, \
+     not_after, error, certificate_serial, replaces, created_at";
+pub(crate) const AUTHZ_COLUMNS: &str = "id, order_id, account_id, identifier_type, identifier_value, \
+     wildcard, status, expires, challenges";
+
+/// Implements [`AcmeStore`] for a backend type with `write_pool()` and `read_pool()` methods.
+/// One body for both dialects: `QueryBuilder` emits each dialect's placeholders.
+macro_rules! impl_acme_store {
+    ($backend:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::acme::AcmeStore for $backend {
+            async fn setting_or_insert(
+                &self,
+                name: &str,
+                value: &[u8],
+            ) -> Result<Vec<u8>, $crate::Error> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("INSERT INTO settings (name, value) VALUES (");
+                qb.push_bind(name.to_owned())
+                    .push(", ")
+                    .push_bind(value.to_vec())
+                    .push(") ON CONFLICT (name) DO NOTHING");
+                qb.build().execute(self.write_pool()).await?;
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("SELECT value FROM settings WHERE name = ");
+                qb.push_bind(name.to_owned());
+                let (v,): (Vec<u8>,) = qb.build_query_as().fetch_one(self.write_pool()).await?;
+                Ok(v)
+            }
+
+            async fn redeem_nonce(
+                &self,
+                nonce: &str,
+                expires_at: i64,
+            ) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO acme_used_nonces (nonce, expires_at) VALUES (",
+                );
+                qb.push_bind(nonce.to_owned())
+                    .push(", ")
+                    .push_bind(expires_at)
+                    .push(")");
+                match qb
+                    .build()
+                    .execute(self.write_pool())
+                    .await
+                    .map_err($crate::Error::from)
+                {
+                    Ok(_) => Ok(true),
+                    Err($crate::Error::AlreadyExists) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn purge_nonces(&self, now: i64) -> Result<u64, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM acme_used_nonces WHERE expires_at < ",
+                );
+                qb.push_bind(now);
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected())
+            }
+
+            async fn insert_account(
+                &self,
+                a: &$crate::acme::AccountRow,
+            ) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO acme_accounts ({}) ",
+                    $crate::acme::ACCOUNT_COLUMNS
+                ));
+                qb.push_values([a], |mut b, a| {
+                    b.push_bind(a.id.clone())
+                        .push_bind(a.key_thumbprint.clone())
+                        .push_bind(a.jwk.clone())
+                        .push_bind(a.status.clone())
+                        .push_bind(a.contact.clone())
+                        .push_bind(a.eab_kid.clone())
+                        .push_bind(a.created_at);
+                });
+                qb.build().execute(self.write_pool()).await?;
+                Ok(())
+            }
+
+            async fn account(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::acme::AccountRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_accounts WHERE id = ",
+                    $crate::acme::ACCOUNT_COLUMNS
+                ));
+                qb.push_bind(id.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn account_by_thumbprint(
+                &self,
+                tp: &str,
+            ) -> Result<Option<$crate::acme::AccountRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_accounts WHERE key_thumbprint = ",
+                    $crate::acme::ACCOUNT_COLUMNS
+                ));
+                qb.push_bind(tp.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn update_account(
+                &self,
+                a: &$crate::acme::AccountRow,
+            ) -> Result<(), $crate::Error> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("UPDATE acme_accounts SET key_thumbprint = ");
+                qb.push_bind(a.key_thumbprint.clone())
+                    .push(", jwk = ")
+                    .push_bind(a.jwk.clone())
+                    .push(", status = ")
+                    .push_bind(a.status.clone())
+                    .push(", contact = ")
+                    .push_bind(a.contact.clone())
+                    .push(" WHERE id = ")
+                    .push_bind(a.id.clone());
+                qb.build().execute(self.write_pool()).await?;
+                Ok(())
+            }
+
+            async fn insert_eab_key(
+                &self,
+                k: &$crate::acme::EabKeyRow,
+            ) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO acme_eab_keys ({}) ",
+                    $crate::acme::EAB_COLUMNS
+                ));
+                qb.push_values([k], |mut b, k| {
+                    b.push_bind(k.kid.clone())
+                        .push_bind(k.hmac_key.clone())
+                        .push_bind(k.policy.clone())
+                        .push_bind(k.account_id.clone())
+                        .push_bind(k.created_at)
+                        .push_bind(k.revoked_at);
+                });
+                qb.build().execute(self.write_pool()).await?;
+                Ok(())
+            }
+
+            async fn eab_key(
+                &self,
+                kid: &str,
+            ) -> Result<Option<$crate::acme::EabKeyRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_eab_keys WHERE kid = ",
+                    $crate::acme::EAB_COLUMNS
+                ));
+                qb.push_bind(kid.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn eab_keys(&self) -> Result<Vec<$crate::acme::EabKeyRow>, $crate::Error> {
+                let qb_sql = format!(
+                    "SELECT {} FROM acme_eab_keys ORDER BY created_at, kid",
+                    $crate::acme::EAB_COLUMNS
+                );
+                let mut qb = sqlx::QueryBuilder::<$db>::new(qb_sql);
+                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+            }
+
+            async fn bind_eab_key(
+                &self,
+                kid: &str,
+                account_id: &str,
+            ) -> Result<bool, $crate::Error> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("UPDATE acme_eab_keys SET account_id = ");
+                qb.push_bind(account_id.to_owned())
+                    .push(" WHERE kid = ")
+                    .push_bind(kid.to_owned())
+                    .push(" AND account_id IS NULL AND revoked_at IS NULL");
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+            }
+
+            async fn insert_order(
+                &self,
+                o: &$crate::acme::OrderRow,
+                authzs: &[$crate::acme::AuthorizationRow],
+            ) -> Result<(), $crate::Error> {
+                let mut tx = self.write_pool().begin().await?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO acme_orders ({}) ",
+                    $crate::acme::ORDER_COLUMNS
+                ));
+                qb.push_values([o], |mut b, o| {
+                    b.push_bind(o.id.clone())
+                        .push_bind(o.account_id.clone())
+                        .push_bind(o.status.clone())
+                        .push_bind(o.expires)
+                        .push_bind(o.identifiers.clone())
+                        .push_bind(o.profile.clone())
+                        .push_bind(o.not_before)
+                        .push_bind(o.not_after)
+                        .push_bind(o.error.clone())
+                        .push_bind(o.certificate_serial.clone())
+                        .push_bind(o.replaces.clone())
+                        .push_bind(o.created_at);
+                });
+                qb.build().execute(&mut *tx).await?;
+                if !authzs.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                        "INSERT INTO acme_authorizations ({}) ",
+                        $crate::acme::AUTHZ_COLUMNS
+                    ));
+                    qb.push_values(authzs, |mut b, a| {
+                        b.push_bind(a.id.clone())
+                            .push_bind(a.order_id.clone())
+                            .push_bind(a.account_id.clone())
+                            .push_bind(a.identifier_type.clone())
+                            .push_bind(a.identifier_value.clone())
+                            .push_bind(a.wildcard)
+                            .push_bind(a.status.clone())
+                            .push_bind(a.expires)
+                            .push_bind(a.challenges.clone());
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn order(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::acme::OrderRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_orders WHERE id = ",
+                    $crate::acme::ORDER_COLUMNS
+                ));
+                qb.push_bind(id.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn order_ids_for_account(
+                &self,
+                account_id: &str,
+                limit: i64,
+            ) -> Result<Vec<String>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id FROM acme_orders WHERE account_id = ",
+                );
+                qb.push_bind(account_id.to_owned())
+                    .push(" ORDER BY created_at DESC, id LIMIT ")
+                    .push_bind(limit);
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                Ok(rows.into_iter().map(|(id,)| id).collect())
+            }
+
+            async fn orders_replacing(
+                &self,
+                replaces: &str,
+            ) -> Result<Vec<$crate::acme::OrderRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_orders WHERE replaces = ",
+                    $crate::acme::ORDER_COLUMNS
+                ));
+                qb.push_bind(replaces.to_owned());
+                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+            }
+
+            async fn update_order(
+                &self,
+                o: &$crate::acme::OrderRow,
+                expected: &str,
+            ) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE acme_orders SET status = ");
+                qb.push_bind(o.status.clone())
+                    .push(", error = ")
+                    .push_bind(o.error.clone())
+                    .push(", certificate_serial = ")
+                    .push_bind(o.certificate_serial.clone())
+                    .push(" WHERE id = ")
+                    .push_bind(o.id.clone())
+                    .push(" AND status = ")
+                    .push_bind(expected.to_owned());
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+            }
+
+            async fn authorization(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::acme::AuthorizationRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_authorizations WHERE id = ",
+                    $crate::acme::AUTHZ_COLUMNS
+                ));
+                qb.push_bind(id.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn authorizations_for_order(
+                &self,
+                order_id: &str,
+            ) -> Result<Vec<$crate::acme::AuthorizationRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_authorizations WHERE order_id = ",
+                    $crate::acme::AUTHZ_COLUMNS
+                ));
+                qb.push_bind(order_id.to_owned()).push(" ORDER BY id");
+                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+            }
+
+            async fn update_authorization(
+                &self,
+                a: &$crate::acme::AuthorizationRow,
+                expected: &str,
+            ) -> Result<bool, $crate::Error> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("UPDATE acme_authorizations SET status = ");
+                qb.push_bind(a.status.clone())
+                    .push(", challenges = ")
+                    .push_bind(a.challenges.clone())
+                    .push(" WHERE id = ")
+                    .push_bind(a.id.clone())
+                    .push(" AND status = ")
+                    .push_bind(expected.to_owned());
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use impl_acme_store;
