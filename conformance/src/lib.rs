@@ -4,9 +4,12 @@
 //! torn down on `Drop`.
 #![warn(missing_docs)]
 
+pub mod acme;
+pub mod env;
 pub mod openssl;
 pub mod postgres;
 pub mod server;
+pub mod tools;
 
 use std::path::PathBuf;
 
@@ -22,4 +25,15 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (for DNS servers).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1")
 }

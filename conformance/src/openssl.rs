@@ -115,3 +115,21 @@ fn parse_curl(stdout: &[u8]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
+
+/// Generates a private key with `genpkey_args` (e.g. `["-algorithm", "RSA", …]`), writes it as
+/// PEM to `<name>.pem` and returns its PKCS#8 DER (ring reads only PKCS#8).
+pub fn pkcs8_key(dir: &Path, name: &str, genpkey_args: &[&str]) -> Vec<u8> {
+    let pem = format!("{name}.pem");
+    let der = format!("{name}.p8.der");
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey_args);
+    args.extend(["-out", &pem]);
+    openssl(dir, &args);
+    openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER", "-out", &der,
+        ],
+    );
+    std::fs::read(dir.join(der)).unwrap_or_else(|e| panic!("{e}"))
+}

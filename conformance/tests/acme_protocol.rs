@@ -1,0 +1,872 @@
+//! ACME at the wire level with a client whose every request we control: the cert-manager flow
+//! replayed exactly, hostile input, failed validations, ARI, key rollover, profiles and SPIFFE
+//! through a pre-authorized EAB binding. Validation talks to a real http-01 responder and a real
+//! DNS server (pebble-challtestsrv).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ca_store::{DatabaseUrl, ExpiryQuery, Store};
+use conformance::acme::{AccountKey, AcmeClient, Http01Responder, Response, b64, jws};
+use conformance::env::AcmeEnv;
+use conformance::openssl::{openssl, pkcs8_key, verify};
+use serde_json::{Value, json};
+
+async fn ledger(env: &AcmeEnv) -> Arc<dyn Store> {
+    let url = DatabaseUrl::sqlite_file(&env.server.data_dir.join("ledger.db"));
+    ca_store::open(&url).await.expect("open ledger")
+}
+
+async fn certificate_count(store: &Arc<dyn Store>) -> usize {
+    store
+        .expiring(&ExpiryQuery {
+            limit: 10_000,
+            include_revoked: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ledger")
+        .len()
+}
+
+fn rsa_account_key(dir: &Path) -> AccountKey {
+    AccountKey::rsa_from_pkcs8(&pkcs8_key(
+        dir,
+        "account",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ))
+}
+
+/// An RSA-2048 CSR (cert-manager's default private key) for `names`; returns DER.
+fn rsa_csr(dir: &Path, name: &str, names: &[&str]) -> Vec<u8> {
+    let san = names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={}", names[0]),
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{name}.csr.der"),
+        ],
+    );
+    std::fs::read(dir.join(format!("{name}.csr.der"))).expect("csr")
+}
+
+fn assert_problem(r: &Response, status: u16, kind: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let doc = r.json();
+    assert_eq!(
+        doc["type"],
+        format!("urn:ietf:params:acme:error:{kind}"),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["status"], status,
+        "problem status equals the HTTP status"
+    );
+    doc
+}
+
+/// Registers, orders `names`, solves http-01 with the responder, returns (order URL, order).
+async fn validated_order(
+    client: &mut AcmeClient,
+    responder: &Http01Responder,
+    names: &[&str],
+) -> (String, Value) {
+    let ids: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"type": "dns", "value": n}))
+        .collect();
+    let new_order = client.url("newOrder");
+    let r = client
+        .post(&new_order, Some(&json!({"identifiers": ids})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let order_url = r.header("location").expect("order Location");
+    let order = r.json();
+    for authz_url in order["authorizations"].as_array().expect("authorizations") {
+        let authz_url = authz_url.as_str().expect("url");
+        let authz = client.post(authz_url, None).await.json();
+        let identifier = authz["identifier"]["value"]
+            .as_str()
+            .expect("identifier")
+            .to_owned();
+        let ch = authz["challenges"]
+            .as_array()
+            .expect("challenges")
+            .iter()
+            .find(|c| c["type"] == "http-01")
+            .expect("http-01")
+            .clone();
+        let token = ch["token"].as_str().expect("token");
+        responder.add(&identifier, token, &client.key_authorization(token));
+        let r = client
+            .post(ch["url"].as_str().expect("url"), Some(&json!({})))
+            .await;
+        assert_eq!(r.status, 200, "challenge accepted with 200: {}", r.text());
+        // cert-manager polls the authorization, not the challenge.
+        let mut status = String::new();
+        for _ in 0..50 {
+            let a = client.post(authz_url, None).await.json();
+            status = a["status"].as_str().unwrap_or_default().to_owned();
+            if status != "pending" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, "valid", "authorization for {identifier}");
+    }
+    let order = client.post(&order_url, None).await.json();
+    assert_eq!(order["status"], "ready");
+    (order_url, order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_flow_replayed() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let responder = Http01Responder::start(env.http01_port).await;
+    let key = rsa_account_key(work);
+    let mut client = env.client(key).await;
+    assert!(client.directory["meta"]["profiles"]["tls-server"].is_string());
+
+    // Register (cert-manager: lower-cased mailto contact, no ToS flag without meta.termsOfService).
+    let r = client
+        .new_account(&json!({"contact": ["mailto:ops@example.com"]}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let account_url = r.header("location").expect("account Location");
+    // GetReg: onlyReturnExisting returns the same account with 200.
+    client.kid = None;
+    let r = client
+        .new_account(&json!({"onlyReturnExisting": true}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("location").as_deref(), Some(account_url.as_str()));
+
+    let names = ["web.default.svc.example.test", "api.example.test"];
+    let (order_url, order) = validated_order(&mut client, &responder, &names).await;
+    let csr = rsa_csr(work, "leaf", &names);
+    let r = client
+        .post(
+            order["finalize"].as_str().expect("finalize"),
+            Some(&json!({"csr": b64(&csr)})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "finalize answers 200: {}", r.text());
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(order_url.as_str()),
+        "finalize carries the order Location"
+    );
+    let mut order = r.json();
+    for _ in 0..20 {
+        if order["status"] == "valid" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        order = client.post(&order_url, None).await.json();
+    }
+    assert_eq!(order["status"], "valid");
+    let r = client
+        .post(
+            order["certificate"].as_str().expect("certificate URL"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/pem-certificate-chain")
+    );
+    let pem = r.text();
+    let blocks: Vec<&str> = pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN"))
+        .collect();
+    assert!(
+        (1..=5).contains(&blocks.len()),
+        "at most 5 certificates, got {}",
+        blocks.len()
+    );
+    assert!(
+        pem.lines()
+            .filter(|l| l.starts_with("-----BEGIN"))
+            .all(|l| l == "-----BEGIN CERTIFICATE-----")
+    );
+    std::fs::write(work.join("leaf.pem"), blocks[0]).expect("write");
+    std::fs::write(work.join("chain.pem"), &pem).expect("write");
+
+    // The leaf's key is the CSR's key, and the chain verifies against the served bundle.
+    let leaf_key = openssl(work, &["x509", "-in", "leaf.pem", "-noout", "-pubkey"]);
+    let csr_key = openssl(
+        work,
+        &[
+            "req",
+            "-inform",
+            "DER",
+            "-in",
+            "leaf.csr.der",
+            "-noout",
+            "-pubkey",
+        ],
+    );
+    assert_eq!(leaf_key, csr_key);
+    let (ok, text) = verify(
+        work,
+        env.bundle.to_str().expect("utf-8"),
+        Some("chain.pem"),
+        "leaf.pem",
+    );
+    assert!(ok, "{text}");
+    let dump = openssl(work, &["x509", "-in", "leaf.pem", "-noout", "-text"]);
+    assert!(
+        dump.contains("DNS:web.default.svc.example.test") && dump.contains("DNS:api.example.test")
+    );
+
+    // Recorded with its account and order.
+    let store = ledger(&env).await;
+    let all = store
+        .expiring(&ExpiryQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("ledger");
+    let row = all
+        .iter()
+        .find(|r| {
+            r.certificate
+                .dns_names
+                .contains(&"api.example.test".to_owned())
+        })
+        .expect("in the ledger");
+    assert_eq!(row.certificate.requester.identity, account_url);
+    assert_eq!(
+        row.certificate
+            .requester
+            .detail
+            .get("order")
+            .map(String::as_str),
+        order_url.rsplit('/').next()
+    );
+
+    // The orders list names the order.
+    let orders = client
+        .post(&format!("{account_url}/orders"), None)
+        .await
+        .json();
+    assert!(
+        orders["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .any(|o| o == &json!(order_url))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_the_right_problem_and_issue_nothing() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let store = ledger(&env).await;
+    let before = certificate_count(&store).await;
+    // The account key is also written as PEM so openssl can sign a CSR with it.
+    let der = pkcs8_key(
+        work,
+        "acct",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let mut client = env.client(AccountKey::p256_from_pkcs8(&der)).await;
+    let new_account = client.url("newAccount");
+
+    // A replayed nonce.
+    let body = client
+        .signed(&new_account, Some(&json!({})))
+        .await
+        .to_string()
+        .into_bytes();
+    assert_eq!(
+        client.post_raw(&new_account, body.clone()).await.status,
+        201
+    );
+    let doc = assert_problem(&client.post_raw(&new_account, body).await, 400, "badNonce");
+    assert_eq!(doc["detail"], "JWS has an invalid anti-replay nonce");
+    client.kid = None;
+    let r = client
+        .new_account(&json!({"onlyReturnExisting": true}))
+        .await;
+    assert_eq!(r.status, 200);
+
+    // The wrong url in the protected header.
+    let nonce = client.nonce().await;
+    let body = jws(
+        &client.key,
+        &json!({"alg": "ES256", "nonce": nonce, "url": format!("{new_account}x"), "kid": client.kid}),
+        "{}",
+    );
+    assert_problem(
+        &client
+            .post_raw(&client.url("newOrder"), body.to_string().into_bytes())
+            .await,
+        403,
+        "unauthorized",
+    );
+
+    // alg none and HS256 on account requests.
+    for alg in ["none", "HS256"] {
+        let nonce = client.nonce().await;
+        let protected = b64(
+            json!({"alg": alg, "nonce": nonce, "url": new_account, "jwk": client.key.jwk()})
+                .to_string()
+                .as_bytes(),
+        );
+        let body = json!({"protected": protected, "payload": b64(b"{}"), "signature": ""});
+        let doc = assert_problem(
+            &client
+                .post_raw(&new_account, body.to_string().into_bytes())
+                .await,
+            400,
+            "badSignatureAlgorithm",
+        );
+        assert!(
+            doc["algorithms"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("RS256")))
+        );
+    }
+
+    // An oversized body and malformed JSON.
+    let r = client.post_raw(&new_account, vec![b'{'; 200 * 1024]).await;
+    assert_problem(&r, 413, "malformed");
+    assert_problem(
+        &client.post_raw(&new_account, b"{not json".to_vec()).await,
+        400,
+        "malformed",
+    );
+
+    // A wrong Content-Type.
+    let r = client
+        .http
+        .request(
+            "POST",
+            &new_account,
+            Some("application/json"),
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_problem(&r, 415, "malformed");
+
+    // A CSR naming an identifier that was not ordered, and a CSR signed by the account key.
+    let responder = Http01Responder::start(env.http01_port).await;
+    let (_, order) = validated_order(&mut client, &responder, &["ok.example.test"]).await;
+    let finalize = order["finalize"].as_str().expect("finalize").to_owned();
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "x.key",
+            "-subj",
+            "/CN=ok.example.test",
+            "-addext",
+            "subjectAltName=DNS:ok.example.test,DNS:evil.example.test",
+            "-outform",
+            "DER",
+            "-out",
+            "extra.der",
+        ],
+    );
+    let csr = std::fs::read(work.join("extra.der")).expect("csr");
+    let doc = assert_problem(
+        &client
+            .post(&finalize, Some(&json!({"csr": b64(&csr)})))
+            .await,
+        400,
+        "badCSR",
+    );
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("evil.example.test"),
+        "{doc}"
+    );
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "acct.pem",
+            "-subj",
+            "/CN=ok.example.test",
+            "-addext",
+            "subjectAltName=DNS:ok.example.test",
+            "-outform",
+            "DER",
+            "-out",
+            "samekey.der",
+        ],
+    );
+    let csr = std::fs::read(work.join("samekey.der")).expect("csr");
+    let doc = assert_problem(
+        &client
+            .post(&finalize, Some(&json!({"csr": b64(&csr)})))
+            .await,
+        400,
+        "badCSR",
+    );
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("account key"),
+        "{doc}"
+    );
+
+    // Unknown identifier types are refused with subproblems.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "email", "value": "a@b.c"}]})),
+        )
+        .await;
+    let doc = assert_problem(&r, 400, "unsupportedIdentifier");
+    assert_eq!(doc["subproblems"][0]["identifier"]["value"], "a@b.c");
+
+    assert_eq!(
+        certificate_count(&store).await,
+        before,
+        "no hostile request issued anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_invalidates_the_authorization_and_order() {
+    let env = AcmeEnv::start("");
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "dns", "value": "nobody-home.example.test"}]})),
+        )
+        .await;
+    let order_url = r.header("location").expect("Location");
+    let authz_url = r.json()["authorizations"][0]
+        .as_str()
+        .expect("authz")
+        .to_owned();
+    let authz = client.post(&authz_url, None).await.json();
+    let ch = authz["challenges"]
+        .as_array()
+        .expect("challenges")
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .expect("http-01")
+        .clone();
+    // Nothing listens on the http-01 port: the result is known before the POST returns.
+    let r = client
+        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "invalid", "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"],
+        "urn:ietf:params:acme:error:connection"
+    );
+    assert_eq!(
+        client.post(&authz_url, None).await.json()["status"],
+        "invalid",
+        "never left pending"
+    );
+    assert_eq!(
+        client.post(&order_url, None).await.json()["status"],
+        "invalid"
+    );
+
+    // dns-01 with a wrong TXT value is an incorrectResponse.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "dns", "value": "wrong-txt.example.test"}]})),
+        )
+        .await;
+    let authz_url = r.json()["authorizations"][0]
+        .as_str()
+        .expect("authz")
+        .to_owned();
+    let authz = client.post(&authz_url, None).await.json();
+    let ch = authz["challenges"]
+        .as_array()
+        .expect("challenges")
+        .iter()
+        .find(|c| c["type"] == "dns-01")
+        .expect("dns-01")
+        .clone();
+    env.dns
+        .set_txt("_acme-challenge.wrong-txt.example.test.", "not-the-digest");
+    let r = client
+        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
+        .await;
+    assert_eq!(
+        r.json()["error"]["type"],
+        "urn:ietf:params:acme:error:incorrectResponse",
+        "{}",
+        r.text()
+    );
+
+    // dns-01 with the right value succeeds.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "dns", "value": "right-txt.example.test"}]})),
+        )
+        .await;
+    let authz_url = r.json()["authorizations"][0]
+        .as_str()
+        .expect("authz")
+        .to_owned();
+    let authz = client.post(&authz_url, None).await.json();
+    let ch = authz["challenges"]
+        .as_array()
+        .expect("challenges")
+        .iter()
+        .find(|c| c["type"] == "dns-01")
+        .expect("dns-01")
+        .clone();
+    let ka = client.key_authorization(ch["token"].as_str().expect("token"));
+    env.dns.set_txt(
+        "_acme-challenge.right-txt.example.test.",
+        &b64(ring::digest::digest(&ring::digest::SHA256, ka.as_bytes()).as_ref()),
+    );
+    let r = client
+        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
+        .await;
+    assert_eq!(r.json()["status"], "valid", "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_info_replaces_and_key_rollover() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let responder = Http01Responder::start(env.http01_port).await;
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    let account_url = client
+        .new_account(&json!({}))
+        .await
+        .header("location")
+        .expect("account");
+
+    // A 24-hour certificate through the spiffe-free short profile: tls-server with notAfter.
+    let (_, order) = validated_order(&mut client, &responder, &["ari.example.test"]).await;
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "a.key",
+            "-subj",
+            "/CN=ari.example.test",
+            "-addext",
+            "subjectAltName=DNS:ari.example.test",
+            "-outform",
+            "DER",
+            "-out",
+            "a.der",
+        ],
+    );
+    let r = client
+        .post(
+            order["finalize"].as_str().expect("finalize"),
+            Some(&json!({"csr": b64(&std::fs::read(work.join("a.der")).expect("csr"))})),
+        )
+        .await;
+    let order = r.json();
+    let pem = client
+        .post(order["certificate"].as_str().expect("cert"), None)
+        .await
+        .text();
+    std::fs::write(
+        work.join("ari.pem"),
+        pem.split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .expect("leaf"),
+    )
+    .expect("write");
+    let aki = openssl(
+        work,
+        &[
+            "x509",
+            "-in",
+            "ari.pem",
+            "-noout",
+            "-ext",
+            "authorityKeyIdentifier",
+        ],
+    );
+    let aki_hex: String = aki
+        .lines()
+        .last()
+        .expect("aki")
+        .trim()
+        .trim_start_matches("keyid:")
+        .replace(':', "");
+    let serial_hex = openssl(work, &["x509", "-in", "ari.pem", "-noout", "-serial"])
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned();
+    let unhex = |h: &str| {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+    };
+    let cert_id = format!("{}.{}", b64(&unhex(&aki_hex)), b64(&unhex(&serial_hex)));
+
+    let r = client
+        .http
+        .request(
+            "GET",
+            &format!("{}/{cert_id}", client.url("renewalInfo")),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((60..=6 * 3600).contains(&retry), "Retry-After {retry}");
+    let window = &r.json()["suggestedWindow"];
+    assert!(window["start"].as_str() < window["end"].as_str());
+
+    // Replacing it: echoed in the order; a second replacement is alreadyReplaced.
+    let replaces =
+        json!({"identifiers": [{"type": "dns", "value": "ari.example.test"}], "replaces": cert_id});
+    let r = client.post(&client.url("newOrder"), Some(&replaces)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["replaces"], json!(cert_id));
+    assert_problem(
+        &client.post(&client.url("newOrder"), Some(&replaces)).await,
+        409,
+        "alreadyReplaced",
+    );
+
+    // Key rollover: the new key signs for the account, the old one no longer does.
+    let new_key = AccountKey::generate_p256();
+    let key_change = client.url("keyChange");
+    let inner = jws(
+        &new_key,
+        &json!({"alg": "ES256", "jwk": new_key.jwk(), "url": key_change}),
+        &json!({"account": account_url, "oldKey": client.key.jwk()}).to_string(),
+    );
+    let r = client.post(&key_change, Some(&inner)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = client.post(&account_url, None).await;
+    assert_problem(&r, 400, "malformed");
+    let mut rolled = env.client(new_key).await;
+    rolled.kid = Some(account_url.clone());
+    assert_eq!(rolled.post(&account_url, None).await.status, 200);
+
+    // Deactivation: the account can do nothing afterwards.
+    let r = rolled
+        .post(&account_url, Some(&json!({"status": "deactivated"})))
+        .await;
+    assert_eq!(r.json()["status"], "deactivated");
+    assert_problem(
+        &rolled
+            .post(
+                &rolled.url("newOrder"),
+                Some(&json!({"identifiers": [{"type": "dns", "value": "x.example.test"}]})),
+            )
+            .await,
+        403,
+        "unauthorized",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_svids_through_a_preauthorized_binding() {
+    let env = AcmeEnv::start("require_eab = true");
+    let work = env.dir.path();
+    let (kid, hmac) = env.eab(
+        "mesh",
+        &[
+            "--preauthorized",
+            "--uri",
+            "spiffe://cluster.local/ns/payments/*",
+            "--profile",
+            "spiffe",
+        ],
+    );
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.directory["meta"]["externalAccountRequired"], true);
+    let r = client.new_account(&json!({})).await;
+    assert_problem(&r, 400, "externalAccountRequired");
+    let binding = conformance::acme::eab(
+        &kid,
+        &hmac,
+        &client.url("newAccount"),
+        &client.key.jwk(),
+        "HS256",
+    );
+    let r = client
+        .new_account(&json!({"externalAccountBinding": binding}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // cert-manager sends `"identifiers": null` for a URI-only Certificate.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": null, "profile": "spiffe"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["status"], "ready", "pre-authorized: no challenge");
+    let finalize = r.json()["finalize"].as_str().expect("finalize").to_owned();
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "s.key",
+            "-subj",
+            "/",
+            "-addext",
+            "subjectAltName=critical,URI:spiffe://cluster.local/ns/payments/sa/api",
+            "-outform",
+            "DER",
+            "-out",
+            "s.der",
+        ],
+    );
+    let r = client
+        .post(
+            &finalize,
+            Some(&json!({"csr": b64(&std::fs::read(work.join("s.der")).expect("csr"))})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pem = client
+        .post(r.json()["certificate"].as_str().expect("cert"), None)
+        .await
+        .text();
+    std::fs::write(
+        work.join("svid.pem"),
+        pem.split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .expect("leaf"),
+    )
+    .expect("write");
+    let dump = openssl(work, &["x509", "-in", "svid.pem", "-noout", "-text"]);
+    assert!(
+        dump.contains("URI:spiffe://cluster.local/ns/payments/sa/api"),
+        "{dump}"
+    );
+    assert!(dump.contains("TLS Web Server Authentication, TLS Web Client Authentication"));
+
+    // A URI outside the binding is a badCSR; a profile outside it is invalidProfile.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": null, "profile": "spiffe"})),
+        )
+        .await;
+    let finalize = r.json()["finalize"].as_str().expect("finalize").to_owned();
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "s.key",
+            "-subj",
+            "/",
+            "-addext",
+            "subjectAltName=URI:spiffe://cluster.local/ns/billing/sa/api",
+            "-outform",
+            "DER",
+            "-out",
+            "o.der",
+        ],
+    );
+    assert_problem(
+        &client
+            .post(
+                &finalize,
+                Some(&json!({"csr": b64(&std::fs::read(work.join("o.der")).expect("csr"))})),
+            )
+            .await,
+        400,
+        "badCSR",
+    );
+    assert_problem(
+        &client
+            .post(
+                &client.url("newOrder"),
+                Some(&json!({"identifiers": null, "profile": "tls-server"})),
+            )
+            .await,
+        400,
+        "invalidProfile",
+    );
+
+    // The EAB key cannot be used for a second account.
+    let mut other = env.client(AccountKey::generate_p256()).await;
+    let binding = conformance::acme::eab(
+        &kid,
+        &hmac,
+        &other.url("newAccount"),
+        &other.key.jwk(),
+        "HS256",
+    );
+    assert_problem(
+        &other
+            .new_account(&json!({"externalAccountBinding": binding}))
+            .await,
+        403,
+        "unauthorized",
+    );
+}
