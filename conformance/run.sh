@@ -23,6 +23,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v lego >/dev/null || need_pkgs+=(lego)
+command -v pebble-challtestsrv >/dev/null || need_pkgs+=(pebble)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing ${need_pkgs[*]}"
@@ -31,6 +33,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     say "missing packages: ${need_pkgs[*]} (install them, or run as root)"; exit 1
   fi
 fi
+
+# --- certbot from PyPI in a virtual environment (kept in target/ between runs) ---------------
+venv="$root/target/conformance-venv"
+if [ ! -x "$venv/bin/certbot" ]; then
+  say "installing certbot into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot
+fi
+export CA_TEST_CERTBOT="$venv/bin/certbot"
 
 # --- An ephemeral PostgreSQL for the whole run ----------------------------------------------
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)

@@ -870,3 +870,61 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
         "unauthorized",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_share_nonces_and_accounts() {
+    let db = tokio::task::spawn_blocking(conformance::postgres::test_database)
+        .await
+        .expect("postgres");
+    let a = AcmeEnv::start_with("", &["--database-url", &db.url]);
+    // The second replica mounts the same CA material, as replicas mount one Secret.
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(a.server.data_dir.join("ca"))
+        .arg(b_dir.path().join("ca"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let b = conformance::server::CaServer::start(b_dir.path(), &["--database-url", &db.url]);
+    let pem = std::fs::read_to_string(&a.bundle).expect("bundle");
+    let https_b =
+        conformance::acme::Https::new(b.https, &format!("localhost:{}", b.https.port()), &pem);
+
+    // The directory advertises replica A's URLs; replica B checks JWS urls against its own
+    // authority, so sign for B's URL when posting to B.
+    let mut on_a = a.client(AccountKey::generate_p256()).await;
+    let nonce_from_a = on_a.nonce().await;
+    let url_b = format!("https://localhost:{}/acme/new-account", b.https.port());
+    let body = jws(
+        &on_a.key,
+        &json!({"alg": "ES256", "nonce": nonce_from_a, "url": url_b, "jwk": on_a.key.jwk()}),
+        "{}",
+    )
+    .to_string()
+    .into_bytes();
+    let r = https_b
+        .request("POST", &url_b, Some("application/jose+json"), body.clone())
+        .await;
+    assert_eq!(
+        r.status,
+        201,
+        "a nonce issued by replica A is accepted by replica B: {}",
+        r.text()
+    );
+    let account_on_b = r.header("location").expect("location");
+    let r = https_b
+        .request("POST", &url_b, Some("application/jose+json"), body)
+        .await;
+    assert_problem(&r, 400, "badNonce");
+
+    // The account exists for replica A too (same key → 200 with B's account id).
+    let r = on_a.new_account(&json!({"onlyReturnExisting": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("location")
+            .and_then(|l| l.rsplit('/').next().map(str::to_owned)),
+        account_on_b.rsplit('/').next().map(str::to_owned)
+    );
+    drop(b);
+}
