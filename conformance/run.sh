@@ -64,4 +64,11 @@ say "building"
 cargo build --workspace --bins --locked
 export CA_SERVER_BIN="$root/target/debug/ca-server"
 say "running tests"
-cargo test --workspace --locked "$@"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$work/test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, g }' "$work/test.log"
+exit "$status"

@@ -15,6 +15,7 @@ mod model;
 pub mod postgres;
 mod query;
 pub mod sqlite;
+pub mod vault;
 pub mod writer;
 
 use std::fmt;
@@ -185,9 +186,9 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-/// Everything the server stores: the certificate ledger and ACME protocol state.
-pub trait Store: Ledger + acme::AcmeStore {}
-impl<T: Ledger + acme::AcmeStore> Store for T {}
+/// Everything the server stores: the certificate ledger, ACME and Vault-API state.
+pub trait Store: Ledger + acme::AcmeStore + vault::VaultStore {}
+impl<T: Ledger + acme::AcmeStore + vault::VaultStore> Store for T {}
 
 /// Opens the store the URL names and applies pending migrations.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, Error> {

@@ -45,6 +45,7 @@ impl PostgresLedger {
 }
 
 crate::acme::impl_acme_store!(PostgresLedger, sqlx::Postgres);
+crate::vault::impl_vault_store!(PostgresLedger, sqlx::Postgres);
 
 #[async_trait]
 impl Ledger for PostgresLedger {

@@ -1,8 +1,10 @@
 //! The embedded SQLite ledger: one file in the data directory, WAL mode.
 //!
-//! One writer connection with `synchronous=FULL` (a row is on disk before a certificate leaves the
-//! process; cheap once the group-commit writer batches rows) and a small pool of readers, which WAL
-//! lets run beside the writer.
+//! Certificates are written through one connection with `synchronous=FULL`: a row is on disk
+//! before a certificate leaves the process (cheap once the group-commit writer batches rows).
+//! Protocol state (nonces, orders, tokens…) is written through a second connection with
+//! `synchronous=NORMAL`: in WAL mode its commits skip the fsync, and the next certificate commit's
+//! fsync of the WAL persists them too. A small pool of readers runs beside both.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::{Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger,
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     writer: SqlitePool,
+    state_writer: SqlitePool,
     readers: SqlitePool,
 }
 
@@ -39,18 +42,28 @@ impl SqliteLedger {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
+        let state_writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
+            .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            state_writer,
+            readers,
+        })
     }
 }
 
 impl SqliteLedger {
     fn write_pool(&self) -> &SqlitePool {
-        &self.writer
+        &self.state_writer
     }
 
     fn read_pool(&self) -> &SqlitePool {
@@ -59,6 +72,7 @@ impl SqliteLedger {
 }
 
 crate::acme::impl_acme_store!(SqliteLedger, sqlx::Sqlite);
+crate::vault::impl_vault_store!(SqliteLedger, sqlx::Sqlite);
 
 #[async_trait]
 impl Ledger for SqliteLedger {
@@ -98,7 +112,7 @@ impl Ledger for SqliteLedger {
 
     async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error> {
         let mut qb = query::revoke::<sqlx::Sqlite>(serial, revoked_at, reason);
-        Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+        Ok(qb.build().execute(&self.writer).await?.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), Error> {
@@ -108,6 +122,7 @@ impl Ledger for SqliteLedger {
 
     async fn close(&self) {
         self.readers.close().await;
+        self.state_writer.close().await;
         self.writer.close().await;
     }
 }

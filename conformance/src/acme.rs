@@ -251,28 +251,38 @@ impl Https {
             None => url.to_owned(),
         };
         let mut guard = self.sender.lock().await;
-        let mut sender = match guard.take() {
+        let (mut sender, mut reused) = match guard.take() {
             Some(mut s) => match s.ready().await {
-                Ok(()) => s,
-                Err(_) => self.connect().await,
+                Ok(()) => (s, true),
+                Err(_) => (self.connect().await, false),
             },
-            None => self.connect().await,
+            None => (self.connect().await, false),
         };
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(&path)
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::USER_AGENT, "ca-server-conformance");
-        if let Some(ct) = content_type {
-            builder = builder.header(hyper::header::CONTENT_TYPE, ct);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let response = sender
-            .send_request(request)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let build = || {
+            let mut builder = hyper::Request::builder()
+                .method(method)
+                .uri(&path)
+                .header(hyper::header::HOST, &self.authority)
+                .header(hyper::header::USER_AGENT, "ca-server-conformance");
+            if let Some(ct) = content_type {
+                builder = builder.header(hyper::header::CONTENT_TYPE, ct);
+            }
+            builder
+                .body(Full::new(Bytes::from(body.clone())))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Like ordinary HTTP clients, retry once on a fresh connection when a pooled keep-alive
+        // connection turns out to be closed.
+        let response = loop {
+            match sender.send_request(build()).await {
+                Ok(r) => break r,
+                Err(_) if reused => {
+                    sender = self.connect().await;
+                    reused = false;
+                }
+                Err(e) => panic!("{method} {path}: {e}"),
+            }
+        };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response
@@ -307,9 +317,12 @@ pub struct AcmeClient {
 impl AcmeClient {
     /// Fetches the directory at `/acme/directory`.
     pub async fn connect(http: Https, key: AccountKey) -> Self {
-        let r = http
-            .request("GET", "/acme/directory", None, Vec::new())
-            .await;
+        Self::connect_at(http, key, "/acme/directory").await
+    }
+
+    /// Fetches the directory at `path` (Pebble serves it at `/dir`).
+    pub async fn connect_at(http: Https, key: AccountKey, path: &str) -> Self {
+        let r = http.request("GET", path, None, Vec::new()).await;
         assert_eq!(r.status, 200, "directory: {}", r.text());
         let directory = r.json();
         Self {

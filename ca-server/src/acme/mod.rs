@@ -358,10 +358,18 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for AcmePost {
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        // Read up to 1 MiB so a moderately oversized request still gets its 413 problem document
+        // (closing mid-upload makes clients see a broken pipe instead); refuse anything over 64 KiB.
+        let too_large = || {
             AcmeError::malformed(format!("request body is larger than {MAX_BODY} bytes"))
                 .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
-        })?;
+        };
+        let body = axum::body::to_bytes(body, 16 * MAX_BODY)
+            .await
+            .map_err(|_| too_large())?;
+        if body.len() > MAX_BODY {
+            return Err(too_large());
+        }
         Ok(Self {
             conn: parts.extensions.get::<ConnectionInfo>().cloned(),
             headers: parts.headers,

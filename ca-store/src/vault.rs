@@ -1,0 +1,118 @@
+//! Vault-compatible API state: tokens (stored by SHA-256 hash, never in clear) and named JSON
+//! documents (PKI roles, auth roles and configuration, ACL policies, AppRole secret IDs).
+//! Replicas sharing the database share all of it.
+
+use async_trait::async_trait;
+
+use crate::Error;
+
+/// A token as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    /// Public handle (Vault's accessor).
+    pub accessor: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// JSON array of policy names.
+    pub policies: String,
+    /// e.g. `kubernetes-ns-sa`, `approle`, `root`.
+    pub display_name: String,
+    /// JSON object: auth method, role, namespace, service account…
+    pub meta: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; None never expires (the root token).
+    pub expires_at: Option<i64>,
+}
+
+/// Vault state operations, implemented by both backends.
+#[async_trait]
+pub trait VaultStore: Send + Sync + 'static {
+    /// Stores a token.
+    async fn insert_token(&self, token: &TokenRow) -> Result<(), Error>;
+    /// Looks a token up by hash (expired tokens included; callers check `expires_at`).
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, Error>;
+    /// Deletes tokens that expired before `now`.
+    async fn purge_tokens(&self, now: i64) -> Result<u64, Error>;
+    /// Creates or replaces a document.
+    async fn put_object(
+        &self,
+        kind: &str,
+        mount: &str,
+        name: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), Error>;
+    /// Reads a document.
+    async fn object(&self, kind: &str, mount: &str, name: &str) -> Result<Option<String>, Error>;
+    /// Names of the documents of a kind under a mount, sorted.
+    async fn object_names(&self, kind: &str, mount: &str) -> Result<Vec<String>, Error>;
+    /// Deletes a document; false if absent.
+    async fn delete_object(&self, kind: &str, mount: &str, name: &str) -> Result<bool, Error>;
+}
+
+pub(crate) const TOKEN_COLUMNS: &str =
+    "accessor, token_hash, policies, display_name, meta, created_at, expires_at";
+
+/// Implements [`VaultStore`] for a backend with `write_pool()` and `read_pool()`.
+macro_rules! impl_vault_store {
+    ($backend:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::vault::VaultStore for $backend {
+            async fn insert_token(&self, t: &$crate::vault::TokenRow) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO vault_tokens ({}) ", $crate::vault::TOKEN_COLUMNS));
+                qb.push_values([t], |mut b, t| {
+                    b.push_bind(t.accessor.clone()).push_bind(t.token_hash.clone()).push_bind(t.policies.clone())
+                        .push_bind(t.display_name.clone()).push_bind(t.meta.clone()).push_bind(t.created_at)
+                        .push_bind(t.expires_at);
+                });
+                qb.build().execute(self.write_pool()).await?;
+                Ok(())
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::vault::TokenRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM vault_tokens WHERE token_hash = ", $crate::vault::TOKEN_COLUMNS));
+                qb.push_bind(hash.to_owned());
+                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn purge_tokens(&self, now: i64) -> Result<u64, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_tokens WHERE expires_at < ");
+                qb.push_bind(now);
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected())
+            }
+
+            async fn put_object(&self, kind: &str, mount: &str, name: &str, body: &str, now: i64) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO vault_objects (kind, mount, name, body, updated_at) VALUES (");
+                qb.push_bind(kind.to_owned()).push(", ").push_bind(mount.to_owned()).push(", ")
+                    .push_bind(name.to_owned()).push(", ").push_bind(body.to_owned()).push(", ").push_bind(now)
+                    .push(") ON CONFLICT (kind, mount, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at");
+                qb.build().execute(self.write_pool()).await?;
+                Ok(())
+            }
+
+            async fn object(&self, kind: &str, mount: &str, name: &str) -> Result<Option<String>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT body FROM vault_objects WHERE kind = ");
+                qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
+                    .push(" AND name = ").push_bind(name.to_owned());
+                let row: Option<(String,)> = qb.build_query_as().fetch_optional(self.read_pool()).await?;
+                Ok(row.map(|(b,)| b))
+            }
+
+            async fn object_names(&self, kind: &str, mount: &str) -> Result<Vec<String>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT name FROM vault_objects WHERE kind = ");
+                qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned()).push(" ORDER BY name");
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                Ok(rows.into_iter().map(|(n,)| n).collect())
+            }
+
+            async fn delete_object(&self, kind: &str, mount: &str, name: &str) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_objects WHERE kind = ");
+                qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
+                    .push(" AND name = ").push_bind(name.to_owned());
+                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use impl_vault_store;

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ACME benchmark: full issuances (account reuse, newOrder, http-01 validated against a real
+# responder, finalize, download) against ca-server and against Pebble, same machine, same load.
+# Usage: conformance/bench/acme.sh   (env: WORKERS=32 DURATION=20)
+# Prints one JSON line per run; docs/benchmarks.md records them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+WORKERS=${WORKERS:-32}
+DURATION=${DURATION:-20}
+work=$(mktemp -d -t acme-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+cargo build --release --quiet -p ca-server -p conformance --bins
+bin="$root/target/release"
+
+dns=$(port); mgmt=$(port); http01=$(port)
+pebble-challtestsrv -dns01 127.0.0.1:$dns -management 127.0.0.1:$mgmt -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" >/dev/null 2>&1 &
+pids+=($!); wait_port "$mgmt"
+
+mkdir -p "$work/csr"
+for i in $(seq 0 $((WORKERS - 1))); do
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj "/CN=w$i.load.test" \
+    -addext "subjectAltName=DNS:w$i.load.test" -outform DER -out "$work/csr/w$i.csr.der" 2>/dev/null
+done
+
+# --- ca-server (embedded SQLite, synchronous=FULL) -----------------------------------------
+ca=$(port); ca_http=$(port)
+cat > "$work/ca.toml" <<TOML
+[acme.validation]
+http01_port = $http01
+dns_resolvers = ["127.0.0.1:$dns"]
+TOML
+"$bin/ca-server" serve --config "$work/ca.toml" --data-dir "$work/data" --listen 127.0.0.1:$ca --http-listen 127.0.0.1:$ca_http --log-level warn &
+ca_pid=$!; pids+=($ca_pid); wait_port "$ca"
+curl -s "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
+# A peer that stalls (Pebble does under load) is reported, not waited for forever.
+load() {
+  local label="${*: -1}"
+  timeout $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" --csr-dir "$work/csr" --seconds "$DURATION" "$@" \
+    || echo "{\"label\": \"$label\", \"stalled\": true, \"limit_seconds\": $((DURATION + 60))}"
+}
+load --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server, 1 worker"
+load --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server, $WORKERS workers"
+echo "{\"label\": \"ca-server peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$ca_pid/status)}"
+
+# --- Pebble (in memory; PEBBLE_VA_NOSLEEP=1, nonce rejection and authz reuse off) -----------
+pb=$(port); pb_mgmt=$(port)
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/pebble.key" -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -out "$work/pebble.csr" 2>/dev/null
+"$bin/ca-server" cert sign --data-dir "$work/data" --csr "$work/pebble.csr" --out "$work/pebble.crt" --log-level error
+cat > "$work/pebble.json" <<JSON
+{"pebble": {"listenAddress": "127.0.0.1:$pb", "managementListenAddress": "127.0.0.1:$pb_mgmt",
+  "certificate": "$work/pebble.crt", "privateKey": "$work/pebble.key", "httpPort": $http01, "tlsPort": 5001,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+JSON
+PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 pebble -config "$work/pebble.json" -dnsserver 127.0.0.1:$dns >/dev/null 2>&1 &
+pb_pid=$!; pids+=($pb_pid); wait_port "$pb"
+load --server "https://localhost:$pb/dir" --workers 1 --label "pebble, 1 worker"
+load --server "https://localhost:$pb/dir" --workers "$WORKERS" --label "pebble, $WORKERS workers"
+echo "{\"label\": \"pebble peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$pb_pid/status)}"
