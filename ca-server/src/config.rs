@@ -32,6 +32,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// The ACME server.
     pub acme: crate::acme::AcmeConfig,
+    /// The Vault-compatible API.
+    pub vault: crate::vault::VaultConfig,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "crate::duration::serde_duration")]
     pub shutdown_grace: Duration,
@@ -48,6 +50,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             ca: CaConfig::default(),
             acme: crate::acme::AcmeConfig::default(),
+            vault: crate::vault::VaultConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -14,3 +14,4 @@ pub mod policy;
 pub mod server;
 pub mod spiffe;
 pub mod validation;
+pub mod vault;

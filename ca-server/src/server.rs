@@ -79,10 +79,22 @@ pub async fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
+    let vault = if config.vault.enabled {
+        let state = crate::vault::VaultState::new(
+            config.vault.clone(),
+            Arc::clone(&runtime.store),
+            runtime.issuance.clone(),
+        );
+        ensure_root_token(&config, &state).await?;
+        Some(state)
+    } else {
+        None
+    };
     let router = http::app(AppState {
         issuance: runtime.issuance.clone(),
         store: Arc::clone(&runtime.store),
         acme,
+        vault,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -121,6 +133,22 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     runtime.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// On first start, mints a root token for the Vault API and writes it to `<data-dir>/root-token`
+/// (mode 0600). Only its hash is stored in the database.
+async fn ensure_root_token(config: &Config, state: &crate::vault::VaultState) -> Result<()> {
+    let path = config.data_dir.join("root-token");
+    if path.exists() {
+        return Ok(());
+    }
+    let (token, _) =
+        crate::vault::auth::mint(state, vec!["root".into()], "root", Default::default(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the root token: {:?}", e.errors))?;
+    crate::issuer::keys::write_secret(&path, format!("{token}\n").as_bytes())?;
+    tracing::info!(path = %path.display(), "wrote the initial Vault root token");
     Ok(())
 }
 

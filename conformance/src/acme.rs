@@ -243,6 +243,19 @@ impl Https {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Response {
+        self.request_with(method, url, &[], content_type, body)
+            .await
+    }
+
+    /// As [`Https::request`], with extra headers.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
         let path = match url.find("://") {
             Some(i) => url[i + 3..]
                 .find('/')
@@ -266,6 +279,9 @@ impl Https {
                 .header(hyper::header::USER_AGENT, "ca-server-conformance");
             if let Some(ct) = content_type {
                 builder = builder.header(hyper::header::CONTENT_TYPE, ct);
+            }
+            for (name, value) in extra_headers {
+                builder = builder.header(*name, *value);
             }
             builder
                 .body(Full::new(Bytes::from(body.clone())))

@@ -846,7 +846,7 @@ pub(super) async fn finalize(
     let csr =
         csr::parse_der(&der).map_err(|e| AcmeError::new(ProblemType::BadCsr, e.to_string()))?;
     let binding = binding_of(&state, &account).await?;
-    let request = certificate_request(&state, &account, &order, &binding, csr)?;
+    let request = certificate_request(&account, &order, &binding, csr)?;
 
     // Claim the order; a concurrent finalize loses and reports the order as it is.
     order.status = "processing".into();
@@ -902,7 +902,6 @@ pub(super) async fn finalize(
 /// Policy for finalize: the CSR must name exactly the ordered identifiers, must not reuse the
 /// account key, and may carry URI SANs only as the account's binding allows.
 fn certificate_request(
-    state: &AcmeState,
     account: &AccountRow,
     order: &OrderRow,
     binding: &EabBinding,
@@ -986,7 +985,6 @@ fn certificate_request(
     req.not_after = order
         .not_after
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-    let _ = state;
     Ok(req)
 }
 

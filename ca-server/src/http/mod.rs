@@ -33,6 +33,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The ACME server, when enabled.
     pub acme: Option<crate::acme::AcmeState>,
+    /// The Vault-compatible API, when enabled.
+    pub vault: Option<crate::vault::VaultState>,
 }
 
 /// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
@@ -45,6 +47,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone());
     if let Some(acme) = state.acme {
         router = router.merge(crate::acme::router(acme));
+    }
+    if let Some(vault) = state.vault {
+        router = router.merge(crate::vault::router(vault));
     }
     router
 }

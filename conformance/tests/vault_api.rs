@@ -1,0 +1,528 @@
+//! The Vault-compatible API as cert-manager's `vault` issuer uses it, replayed call by call, plus
+//! SPIFFE identity enforcement and Vault's conventions (LIST, errors, envelopes).
+//!
+//! Test double, stated plainly: no Kubernetes API server runs on these machines, so this test
+//! plays the cluster's service-account token signer. It holds an RSA key, gives the server its
+//! public half through `auth/kubernetes/config` (`pem_keys`, as an operator would from the API
+//! server's JWKS), and mints projected service-account JWTs with the claims a kubelet-requested
+//! token carries. The server verifies them with its production code path.
+
+use std::path::Path;
+
+use conformance::acme::{AccountKey, Https, Response, b64};
+use conformance::openssl::{openssl, pkcs8_key, verify};
+use conformance::server::CaServer;
+use serde_json::{Value, json};
+
+struct Vault {
+    http: Https,
+    token: String,
+}
+
+impl Vault {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut headers = vec![("x-vault-request", "true")];
+        if let Some(t) = token {
+            headers.push(("x-vault-token", t));
+        }
+        // cert-manager never sets a Content-Type; neither do we.
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.http
+            .request_with(method, &format!("/v1/{path}"), &headers, None, body)
+            .await
+    }
+
+    async fn root(&self, method: &str, path: &str, body: Value) -> Response {
+        let r = self.call(method, path, Some(&self.token), Some(body)).await;
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
+        r
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A projected service-account token as the API server would sign it.
+fn sa_token(
+    signer: &AccountKey,
+    namespace: &str,
+    name: &str,
+    audience: &str,
+    exp_offset: i64,
+) -> String {
+    let header = b64(json!({"alg": "RS256", "kid": "sa-key-1"})
+        .to_string()
+        .as_bytes());
+    let t = now();
+    let claims = json!({
+        "aud": [audience], "exp": t + exp_offset, "iat": t - 5, "nbf": t - 5,
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": format!("system:serviceaccount:{namespace}:{name}"),
+        "jti": format!("{namespace}-{name}-{t}"),
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "0b7a1c2d-1111-2222-3333-444455556666"}},
+    });
+    let payload = b64(claims.to_string().as_bytes());
+    let sig = signer.sign(format!("{header}.{payload}").as_bytes());
+    format!("{header}.{payload}.{}", b64(&sig))
+}
+
+fn csr_pem(dir: &Path, name: &str, subject: &str, san: &str) -> String {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            subject,
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::read_to_string(dir.join(format!("{name}.csr"))).expect("csr")
+}
+
+async fn setup(dir: &Path) -> (CaServer, Vault, AccountKey) {
+    let server = CaServer::start(&dir.join("data"), &[]);
+    let token = std::fs::read_to_string(dir.join("data/root-token"))
+        .expect("root token written at init")
+        .trim()
+        .to_owned();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("data/root-token"))
+            .expect("stat")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, bundle) =
+        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url()));
+    assert_eq!(code, 200);
+    let http = Https::new(
+        server.https,
+        &format!("localhost:{}", server.https.port()),
+        &bundle,
+    );
+    let vault = Vault { http, token };
+
+    // The cluster's service-account signing key (see the module docs).
+    let signer = AccountKey::rsa_from_pkcs8(&pkcs8_key(
+        dir,
+        "sa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ));
+    openssl(dir, &["pkey", "-in", "sa.pem", "-pubout", "-out", "sa.pub"]);
+    let public = std::fs::read_to_string(dir.join("sa.pub")).expect("public key");
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/config",
+            json!({
+        "kubernetes_host": "https://kubernetes.default.svc", "pem_keys": [public],
+        "issuer": "https://kubernetes.default.svc.cluster.local"}),
+        )
+        .await;
+    vault.root("PUT", "sys/policy/cert-manager", json!({"policy": "path \"pki_int/sign/*\" {\n  capabilities = [\"create\", \"update\"]\n}\n"})).await;
+    vault.root("POST", "auth/kubernetes/role/cert-manager", json!({
+        "bound_service_account_names": "cert-manager", "bound_service_account_namespaces": "cert-manager",
+        "audience": "vault://vault-internal", "token_policies": "cert-manager", "ttl": "1m"})).await;
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/internal-service",
+            json!({
+        "allowed_domains": "svc.cluster.local", "allow_subdomains": "true", "key_type": "any",
+        "require_cn": "false", "max_ttl": "2160h", "allowed_uri_sans": "spiffe://cluster.local/*"}),
+        )
+        .await;
+    (server, vault, signer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_vault_issuer_replayed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (_server, vault, signer) = setup(dir).await;
+
+    // Issuer Setup: sys/health with no token and no namespace header.
+    let r = vault.call("GET", "sys/health", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["sealed"], false);
+
+    for (i, name) in ["web", "api"].iter().enumerate() {
+        // A fresh login per signing, as cert-manager does.
+        let jwt = sa_token(
+            &signer,
+            "cert-manager",
+            "cert-manager",
+            "vault://vault-internal",
+            600,
+        );
+        let r = vault
+            .call(
+                "POST",
+                "auth/kubernetes/login",
+                None,
+                Some(json!({"role": "cert-manager", "jwt": jwt})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let token = r.json()["auth"]["client_token"]
+            .as_str()
+            .expect("client_token")
+            .to_owned();
+        assert_eq!(r.json()["auth"]["lease_duration"], 60);
+
+        let host = format!("{name}.default.svc.cluster.local");
+        let csr = csr_pem(dir, name, &format!("/CN={host}"), &format!("DNS:{host}"));
+        let body = json!({"common_name": host, "alt_names": host, "ip_sans": "", "uri_sans": "",
+            "ttl": "2160h0m0s", "csr": csr, "exclude_cn_from_sans": "true"});
+        let r = vault
+            .call(
+                "POST",
+                "pki_int/sign/internal-service",
+                Some(&token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 200, "sign {i}: {}", r.text());
+        let data = &r.json()["data"];
+        let warnings = r.json()["warnings"].clone();
+        assert!(
+            warnings.to_string().contains("use_csr_common_name"),
+            "Vault's warnings: {warnings}"
+        );
+        let chain: Vec<String> = data["ca_chain"]
+            .as_array()
+            .expect("ca_chain")
+            .iter()
+            .map(|c| c.as_str().expect("pem").to_owned())
+            .collect();
+        assert_eq!(chain.len(), 2, "issuing CA then root, nothing unrelated");
+        assert_eq!(data["issuing_ca"], json!(chain[0]));
+        assert!(
+            data["serial_number"]
+                .as_str()
+                .expect("serial")
+                .contains(':')
+        );
+        assert!(data["expiration"].as_i64().expect("expiration") > now());
+        std::fs::write(
+            dir.join("leaf.pem"),
+            data["certificate"].as_str().expect("cert"),
+        )
+        .expect("write");
+        std::fs::write(dir.join("intermediate.pem"), &chain[0]).expect("write");
+        std::fs::write(dir.join("root.pem"), &chain[1]).expect("write");
+        // cert-manager's checks: the chain links up, and the root is there so ca.crt is the root.
+        let (ok, text) = verify(dir, "root.pem", Some("intermediate.pem"), "leaf.pem");
+        assert!(ok, "{text}");
+        let root_dump = openssl(
+            dir,
+            &["x509", "-in", "root.pem", "-noout", "-subject", "-issuer"],
+        );
+        let lines: Vec<&str> = root_dump.lines().collect();
+        assert_eq!(
+            lines[0].trim_start_matches("subject="),
+            lines[1].trim_start_matches("issuer="),
+            "self-signed root"
+        );
+    }
+
+    // The cert-manager token may only sign: anything else is 403.
+    let jwt = sa_token(
+        &signer,
+        "cert-manager",
+        "cert-manager",
+        "vault://vault-internal",
+        600,
+    );
+    let token = vault
+        .call(
+            "POST",
+            "auth/kubernetes/login",
+            None,
+            Some(json!({"role": "cert-manager", "jwt": jwt})),
+        )
+        .await
+        .json()["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/roles/evil",
+            Some(&token),
+            Some(json!({"allow_any_name": true})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["errors"][0].as_str()),
+        (403, Some("permission denied"))
+    );
+    // A name outside the role is a 400 with Vault's wording.
+    let csr = csr_pem(dir, "bad", "/CN=evil.example.com", "DNS:evil.example.com");
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/internal-service",
+            Some(&token),
+            Some(json!({"csr": csr})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["errors"][0],
+        "common name evil.example.com not allowed by this role"
+    );
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/nope",
+            Some(&vault.token),
+            Some(json!({"csr": csr})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["errors"][0].as_str()),
+        (400, Some("unknown role: nope"))
+    );
+    // LIST as a verb and as ?list=true; an empty list is a 404.
+    let r = vault
+        .call("LIST", "pki_int/roles", Some(&vault.token), None)
+        .await;
+    assert_eq!(r.json()["data"]["keys"], json!(["internal-service"]));
+    let r = vault
+        .call("GET", "pki_int/roles?list=true", Some(&vault.token), None)
+        .await;
+    assert_eq!(r.json()["data"]["keys"], json!(["internal-service"]));
+    assert_eq!(
+        vault
+            .call("LIST", "pki/roles", Some(&vault.token), None)
+            .await
+            .status,
+        404
+    );
+    let r = vault
+        .call("GET", "pki_int/certs?list=true", Some(&vault.token), None)
+        .await;
+    assert!(r.json()["data"]["keys"].as_array().expect("keys").len() >= 2);
+    // Revocation reaches the ledger and the cert endpoint.
+    let serial = r.json()["data"]["keys"][0]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let r = vault
+        .root("POST", "pki_int/revoke", json!({"serial_number": serial}))
+        .await;
+    assert_eq!(r.json()["data"]["state"], "revoked");
+    let r = vault
+        .call("GET", &format!("pki_int/cert/{serial}"), None, None)
+        .await;
+    assert!(r.json()["data"]["revocation_time"].as_i64().expect("time") > 0);
+    // Token lookup-self (hvac's is_authenticated) and a child token.
+    let r = vault
+        .call("GET", "auth/token/lookup-self", Some(&vault.token), None)
+        .await;
+    assert_eq!(r.json()["data"]["policies"], json!(["root"]));
+    assert_eq!(
+        vault
+            .call("GET", "auth/token/lookup-self", Some("hvs.bogus"), None)
+            .await
+            .status,
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (_server, vault, signer) = setup(dir).await;
+    vault
+        .root(
+            "PUT",
+            "sys/policy/workload",
+            json!({"policy": "path \"pki_int/sign/svid\" { capabilities = [\"update\"] }"}),
+        )
+        .await;
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/role/workloads",
+            json!({
+        "bound_service_account_names": "*", "bound_service_account_namespaces": "*",
+        "audience": "ca-server", "token_policies": "workload", "ttl": "5m"}),
+        )
+        .await;
+    vault.root("POST", "pki_int/roles/svid", json!({"spiffe_from_identity": "true", "key_type": "ec", "require_cn": "false", "ttl": "1h"})).await;
+
+    let login = |jwt: String| {
+        let vault = &vault;
+        async move {
+            vault
+                .call(
+                    "POST",
+                    "auth/kubernetes/login",
+                    None,
+                    Some(json!({"role": "workloads", "jwt": jwt})),
+                )
+                .await
+        }
+    };
+    let r = login(sa_token(&signer, "payments", "api", "ca-server", 600)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token_a = r.json()["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // Its own ID: issued, as a valid X509-SVID.
+    let own = csr_pem(
+        dir,
+        "own",
+        "/",
+        "URI:spiffe://cluster.local/ns/payments/sa/api",
+    );
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/svid",
+            Some(&token_a),
+            Some(json!({"csr": own})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::fs::write(
+        dir.join("svid.pem"),
+        r.json()["data"]["certificate"].as_str().expect("cert"),
+    )
+    .expect("write");
+    let dump = openssl(dir, &["x509", "-in", "svid.pem", "-noout", "-text"]);
+    assert_eq!(dump.matches("URI:").count(), 1);
+    assert!(
+        dump.contains("URI:spiffe://cluster.local/ns/payments/sa/api") && dump.contains("CA:FALSE")
+    );
+    assert!(dump.contains("TLS Web Server Authentication, TLS Web Client Authentication"));
+    // No names in the CSR at all: the caller's ID is filled in.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "none.key",
+            "-subj",
+            "/",
+            "-out",
+            "none.csr",
+        ],
+    );
+    let none = std::fs::read_to_string(dir.join("none.csr")).expect("csr");
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/svid",
+            Some(&token_a),
+            Some(json!({"csr": none})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::fs::write(
+        dir.join("filled.pem"),
+        r.json()["data"]["certificate"].as_str().expect("cert"),
+    )
+    .expect("write");
+    assert!(
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-in",
+                "filled.pem",
+                "-noout",
+                "-ext",
+                "subjectAltName"
+            ]
+        )
+        .contains("URI:spiffe://cluster.local/ns/payments/sa/api")
+    );
+
+    // Workload A asking for workload B's identity: 403, and nothing issued.
+    let other = csr_pem(
+        dir,
+        "other",
+        "/",
+        "URI:spiffe://cluster.local/ns/billing/sa/api",
+    );
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/svid",
+            Some(&token_a),
+            Some(json!({"csr": other})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["errors"][0].as_str()),
+        (403, Some("permission denied"))
+    );
+
+    // Expired token, wrong audience, foreign signing key: refused at login.
+    assert_eq!(
+        login(sa_token(&signer, "payments", "api", "ca-server", -60))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        login(sa_token(&signer, "payments", "api", "someone-else", 600))
+            .await
+            .status,
+        403
+    );
+    let foreign = AccountKey::rsa_from_pkcs8(&pkcs8_key(
+        dir,
+        "foreign",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ));
+    assert_eq!(
+        login(sa_token(&foreign, "payments", "api", "ca-server", 600))
+            .await
+            .status,
+        403
+    );
+    // The root token has no service-account identity: no SPIFFE ID for it either.
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/svid",
+            Some(&vault.token),
+            Some(json!({"csr": own})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
