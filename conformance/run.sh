@@ -36,10 +36,10 @@ fi
 
 # --- certbot from PyPI in a virtual environment (kept in target/ between runs) ---------------
 venv="$root/target/conformance-venv"
-if [ ! -x "$venv/bin/certbot" ]; then
-  say "installing certbot into $venv"
+if [ ! -x "$venv/bin/certbot" ] || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
+  say "installing certbot and hvac into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot
+  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot hvac
 fi
 export CA_TEST_CERTBOT="$venv/bin/certbot"
 

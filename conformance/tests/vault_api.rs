@@ -2,14 +2,14 @@
 //! SPIFFE identity enforcement and Vault's conventions (LIST, errors, envelopes).
 //!
 //! Test double, stated plainly: no Kubernetes API server runs on these machines, so this test
-//! plays the cluster's service-account token signer. It holds an RSA key, gives the server its
-//! public half through `auth/kubernetes/config` (`pem_keys`, as an operator would from the API
-//! server's JWKS), and mints projected service-account JWTs with the claims a kubelet-requested
-//! token carries. The server verifies them with its production code path.
+//! plays the cluster's service-account token signer (`conformance::kubernetes`). It gives the
+//! server the public key through `auth/kubernetes/config` (`pem_keys`, as an operator would from
+//! the API server's JWKS); the server verifies tokens with its production code path.
 
 use std::path::Path;
 
-use conformance::acme::{AccountKey, Https, Response, b64};
+use conformance::acme::{AccountKey, Https, Response};
+use conformance::kubernetes::service_account_token;
 use conformance::openssl::{openssl, pkcs8_key, verify};
 use conformance::server::CaServer;
 use serde_json::{Value, json};
@@ -52,30 +52,6 @@ fn now() -> i64 {
         .unwrap_or_default()
 }
 
-/// A projected service-account token as the API server would sign it.
-fn sa_token(
-    signer: &AccountKey,
-    namespace: &str,
-    name: &str,
-    audience: &str,
-    exp_offset: i64,
-) -> String {
-    let header = b64(json!({"alg": "RS256", "kid": "sa-key-1"})
-        .to_string()
-        .as_bytes());
-    let t = now();
-    let claims = json!({
-        "aud": [audience], "exp": t + exp_offset, "iat": t - 5, "nbf": t - 5,
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "sub": format!("system:serviceaccount:{namespace}:{name}"),
-        "jti": format!("{namespace}-{name}-{t}"),
-        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "0b7a1c2d-1111-2222-3333-444455556666"}},
-    });
-    let payload = b64(claims.to_string().as_bytes());
-    let sig = signer.sign(format!("{header}.{payload}").as_bytes());
-    format!("{header}.{payload}.{}", b64(&sig))
-}
-
 fn csr_pem(dir: &Path, name: &str, subject: &str, san: &str) -> String {
     openssl(
         dir,
@@ -101,7 +77,11 @@ fn csr_pem(dir: &Path, name: &str, subject: &str, san: &str) -> String {
 }
 
 async fn setup(dir: &Path) -> (CaServer, Vault, AccountKey) {
-    let server = CaServer::start(&dir.join("data"), &[]);
+    setup_with(dir, &[]).await
+}
+
+async fn setup_with(dir: &Path, server_args: &[&str]) -> (CaServer, Vault, AccountKey) {
+    let server = CaServer::start(&dir.join("data"), server_args);
     let token = std::fs::read_to_string(dir.join("data/root-token"))
         .expect("root token written at init")
         .trim()
@@ -158,8 +138,20 @@ async fn setup(dir: &Path) -> (CaServer, Vault, AccountKey) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cert_manager_vault_issuer_replayed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let (_server, vault, signer) = setup(dir).await;
+    cert_manager_replay(tmp.path(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_vault_issuer_replayed_on_postgres() {
+    let db = tokio::task::spawn_blocking(conformance::postgres::test_database)
+        .await
+        .expect("postgres");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    cert_manager_replay(tmp.path(), &["--database-url", &db.url]).await;
+}
+
+async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
+    let (_server, vault, signer) = setup_with(dir, server_args).await;
 
     // Issuer Setup: sys/health with no token and no namespace header.
     let r = vault.call("GET", "sys/health", None, None).await;
@@ -168,7 +160,7 @@ async fn cert_manager_vault_issuer_replayed() {
 
     for (i, name) in ["web", "api"].iter().enumerate() {
         // A fresh login per signing, as cert-manager does.
-        let jwt = sa_token(
+        let jwt = service_account_token(
             &signer,
             "cert-manager",
             "cert-manager",
@@ -247,7 +239,7 @@ async fn cert_manager_vault_issuer_replayed() {
     }
 
     // The cert-manager token may only sign: anything else is 403.
-    let jwt = sa_token(
+    let jwt = service_account_token(
         &signer,
         "cert-manager",
         "cert-manager",
@@ -388,7 +380,14 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
                 .await
         }
     };
-    let r = login(sa_token(&signer, "payments", "api", "ca-server", 600)).await;
+    let r = login(service_account_token(
+        &signer,
+        "payments",
+        "api",
+        "ca-server",
+        600,
+    ))
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let token_a = r.json()["auth"]["client_token"]
         .as_str()
@@ -493,15 +492,27 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
 
     // Expired token, wrong audience, foreign signing key: refused at login.
     assert_eq!(
-        login(sa_token(&signer, "payments", "api", "ca-server", -60))
-            .await
-            .status,
+        login(service_account_token(
+            &signer,
+            "payments",
+            "api",
+            "ca-server",
+            -60
+        ))
+        .await
+        .status,
         403
     );
     assert_eq!(
-        login(sa_token(&signer, "payments", "api", "someone-else", 600))
-            .await
-            .status,
+        login(service_account_token(
+            &signer,
+            "payments",
+            "api",
+            "someone-else",
+            600
+        ))
+        .await
+        .status,
         403
     );
     let foreign = AccountKey::rsa_from_pkcs8(&pkcs8_key(
@@ -510,9 +521,15 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
     ));
     assert_eq!(
-        login(sa_token(&foreign, "payments", "api", "ca-server", 600))
-            .await
-            .status,
+        login(service_account_token(
+            &foreign,
+            "payments",
+            "api",
+            "ca-server",
+            600
+        ))
+        .await
+        .status,
         403
     );
     // The root token has no service-account identity: no SPIFFE ID for it either.
@@ -525,4 +542,67 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
         )
         .await;
     assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hvac_works_unchanged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let server = CaServer::start(&dir.join("data"), &[]);
+    let token = std::fs::read_to_string(dir.join("data/root-token"))
+        .expect("root token")
+        .trim()
+        .to_owned();
+    let (_, bundle) =
+        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url()));
+    std::fs::write(dir.join("bundle.pem"), bundle).expect("bundle");
+    let signer = AccountKey::rsa_from_pkcs8(&pkcs8_key(
+        dir,
+        "sa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ));
+    // hvac accepts only certificates in pem_keys: wrap the signing key's public half in one.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "sa.pem",
+            "-subj",
+            "/CN=service-account-signer",
+            "-days",
+            "1",
+            "-out",
+            "sa.pub",
+        ],
+    );
+    csr_pem(dir, "app", "/CN=app.example.test", "DNS:app.example.test");
+    let python = conformance::tools::tool("certbot").with_file_name("python");
+    let out = std::process::Command::new(python)
+        .arg(conformance::workspace_root().join("conformance/python/hvac_flow.py"))
+        .env("VAULT_ADDR", server.https_url())
+        .env("CA_BUNDLE", dir.join("bundle.pem"))
+        .env("ROOT_TOKEN", token)
+        .env(
+            "SA_PUBLIC_KEY",
+            std::fs::read_to_string(dir.join("sa.pub")).expect("pub"),
+        )
+        .env(
+            "SA_JWT",
+            service_account_token(&signer, "default", "app", "ca-server", 600),
+        )
+        .env("CSR_FILE", dir.join("app.csr"))
+        .output()
+        .expect("python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("hvac flow: ok"),
+        "{text}"
+    );
 }

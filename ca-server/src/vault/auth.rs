@@ -558,9 +558,19 @@ fn keys_of(
 ) -> Result<Vec<(Option<String>, crate::acme::jws::AccountKey)>, VaultError> {
     let mut keys = Vec::new();
     for pem in &config.pem_keys {
-        let der = pem_body(pem)
-            .ok_or_else(|| VaultError::bad_request("pem_keys: not a PEM public key"))?;
-        let spki = crate::issuer::SubjectPublicKey::from_spki_der(&der)
+        let der = pem_body(pem).ok_or_else(|| {
+            VaultError::bad_request("pem_keys: not a PEM public key or certificate")
+        })?;
+        // Vault accepts public keys and certificates (hvac insists on certificates).
+        let spki_der = if pem.contains("BEGIN CERTIFICATE") {
+            use x509_cert::der::{Decode, Encode};
+            x509_cert::Certificate::from_der(&der)
+                .and_then(|c| c.tbs_certificate().subject_public_key_info().to_der())
+                .map_err(|_| VaultError::bad_request("pem_keys: invalid certificate"))?
+        } else {
+            der
+        };
+        let spki = crate::issuer::SubjectPublicKey::from_spki_der(&spki_der)
             .map_err(|e| VaultError::bad_request(format!("pem_keys: {e}")))?;
         let jwk = Jwk::from_spki(&spki)
             .ok_or_else(|| VaultError::bad_request("pem_keys: RSA or ECDSA keys only"))?;

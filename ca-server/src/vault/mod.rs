@@ -216,12 +216,18 @@ impl VaultRequest {
 fn parse_form(body: &str) -> Map<String, Value> {
     body.split('&')
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode_pct(k), Value::String(decode_pct(v))))
+        .map(|(k, v)| (decode_pct(k, true), Value::String(decode_pct(v, true))))
         .collect()
 }
 
-fn decode_pct(s: &str) -> String {
-    let bytes = s.replace('+', " ").into_bytes();
+/// Percent-decoding; `+` means a space only in form data, not in paths.
+fn decode_pct(s: &str, plus_is_space: bool) -> String {
+    let bytes = if plus_is_space {
+        s.replace('+', " ")
+    } else {
+        s.to_owned()
+    }
+    .into_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -278,9 +284,7 @@ async fn parse(request: Request) -> Result<VaultRequest, VaultError> {
             data.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let path = parts
-        .uri
-        .path()
+    let path = decode_pct(parts.uri.path(), false)
         .trim_start_matches("/v1/")
         .trim_end_matches('/')
         .to_owned();
