@@ -606,3 +606,162 @@ async fn hvac_works_unchanged() {
         "{text}"
     );
 }
+
+/// `curl` POST with an optional client certificate; returns (status, JSON body).
+fn curl_login(
+    url: &str,
+    bundle: &Path,
+    client: Option<(&Path, &Path)>,
+    body: &str,
+) -> (u16, Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(bundle);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .args(["-w", "\n%{http_code}", "-d", body, url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json_text, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(json_text).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (server, vault, _) = setup(dir).await;
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1,
+    )
+    .expect("bundle");
+    // A client CA and two client certificates: one from it, one from a foreign CA.
+    for ca in ["clients", "foreign"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}-ca.key"),
+                "-subj",
+                &format!("/CN={ca} CA"),
+                "-days",
+                "1",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-out",
+                &format!("{ca}-ca.pem"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-subj",
+                "/CN=deployer-1",
+                "-out",
+                &format!("{ca}.csr"),
+            ],
+        );
+        std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n").expect("ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{ca}.csr"),
+                "-CA",
+                &format!("{ca}-ca.pem"),
+                "-CAkey",
+                &format!("{ca}-ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "client.ext",
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    let ca_pem = std::fs::read_to_string(dir.join("clients-ca.pem")).expect("ca");
+    vault
+        .root(
+            "POST",
+            "auth/cert/certs/deployers",
+            json!({"certificate": ca_pem, "allowed_common_names": "deployer-*",
+        "token_policies": "cert-manager", "ttl": "5m"}),
+        )
+        .await;
+
+    let url = format!("{}/v1/auth/cert/login", server.https_url());
+    let (code, body) = curl_login(
+        &url,
+        &bundle,
+        Some((&dir.join("clients.pem"), &dir.join("clients.key"))),
+        r#"{"name":"deployers"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["auth"]["metadata"]["common_name"], "deployer-1");
+    let token = body["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let csr = csr_pem(
+        dir,
+        "web",
+        "/CN=web.default.svc.cluster.local",
+        "DNS:web.default.svc.cluster.local",
+    );
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/sign/internal-service",
+            Some(&token),
+            Some(json!({"csr": csr})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        200,
+        "the cert-authenticated token signs: {}",
+        r.text()
+    );
+
+    let (code, body) = curl_login(
+        &url,
+        &bundle,
+        Some((&dir.join("foreign.pem"), &dir.join("foreign.key"))),
+        "{}",
+    );
+    assert_eq!(
+        (code, body["errors"][0].as_str()),
+        (403, Some("permission denied"))
+    );
+    let (code, _) = curl_login(&url, &bundle, None, "{}");
+    assert_eq!(code, 400, "no client certificate presented");
+}

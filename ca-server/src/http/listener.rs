@@ -25,6 +25,9 @@ pub struct ConnectionInfo {
     pub remote: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client certificate chain presented in the TLS handshake, leaf first (not yet trusted:
+    /// the Vault `cert` auth method verifies it against its roles).
+    pub peer_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then drains connections for at most
@@ -51,18 +54,15 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo {
-            remote,
-            tls: acceptor.is_some(),
-        };
-        let service =
-            router
-                .clone()
-                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let service_for = move |info: ConnectionInfo| {
+            TowerToHyperService::new(router.clone().map_request(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(info.clone());
                     req
-                });
-        let service = TowerToHyperService::new(service);
+                },
+            ))
+        };
         let builder = Builder::new(TokioExecutor::new());
         match &acceptor {
             Some(acceptor) => {
@@ -82,6 +82,17 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
+                    let peer_certificates = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                        .unwrap_or_default();
+                    let service = service_for(ConnectionInfo {
+                        remote,
+                        tls: true,
+                        peer_certificates,
+                    });
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                         .into_owned();
@@ -91,6 +102,11 @@ pub async fn serve(
                 });
             }
             None => {
+                let service = service_for(ConnectionInfo {
+                    remote,
+                    tls: false,
+                    peer_certificates: Vec::new(),
+                });
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();

@@ -1,7 +1,8 @@
 //! Who is calling the Vault API, and may they: tokens (opaque, stored as SHA-256 hashes, with a
 //! TTL and policies), ACL policies (capabilities on path globs), and the login methods that mint
-//! tokens — kubernetes (service-account JWTs verified locally against the cluster's signing keys)
-//! and AppRole (role_id + secret_id with TTL and use limits).
+//! tokens — kubernetes (service-account JWTs verified locally against the cluster's signing keys),
+//! AppRole (role_id + secret_id with TTL and use limits) and cert (a client certificate presented
+//! in the TLS handshake, verified against the role's trusted CA).
 
 use std::time::Duration;
 
@@ -333,6 +334,8 @@ pub async fn route(
     match (method, tail) {
         (Some("kubernetes"), "login") => kubernetes_login(state, req, mount).await,
         (Some("approle"), "login") => approle_login(state, req, mount).await,
+        (Some("cert"), "login") => cert_login(state, req, mount).await,
+        (Some("cert"), _) => manage_cert_roles(state, req, mount, tail).await,
         (Some(kind @ ("kubernetes" | "approle")), _) => manage(state, req, mount, kind, tail).await,
         _ => Err(VaultError::no_route(&req.path)),
     }
@@ -855,6 +858,169 @@ async fn approle_login(
         .unwrap_or(DEFAULT_TOKEN_TTL);
     let (token, id) = mint(state, policies, &format!("approle-{name}"), meta, Some(ttl)).await?;
     Ok(envelope(None, vec![], Some(auth_object(&token, &id))))
+}
+
+// --- cert --------------------------------------------------------------------------------------
+
+/// A `cert` auth role: which CA (or pinned certificate) is trusted, for which common names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CertRole {
+    certificate: String,
+    allowed_common_names: Vec<String>,
+    token_policies: Vec<String>,
+    token_ttl: u64,
+}
+
+async fn manage_cert_roles(
+    state: &VaultState,
+    req: &VaultRequest,
+    mount: &str,
+    tail: &str,
+) -> Result<Response, VaultError> {
+    require_token(state, req).await?;
+    if tail == "certs" {
+        require(req.op, &[Operation::List])?;
+        return list_response(state.store.object_names("cert_role", mount).await?);
+    }
+    let Some(name) = tail.strip_prefix("certs/") else {
+        return Err(VaultError::no_route(&req.path));
+    };
+    match req.op {
+        Operation::Write => {
+            let mut data = req.data.clone();
+            if data.contains_key("policies") && !data.contains_key("token_policies") {
+                data.insert("token_policies".into(), data["policies"].clone());
+            }
+            if data.contains_key("ttl") && !data.contains_key("token_ttl") {
+                data.insert("token_ttl".into(), data["ttl"].clone());
+            }
+            let role = CertRole {
+                certificate: string_field(&data, "certificate"),
+                allowed_common_names: list_field(&data, "allowed_common_names"),
+                token_policies: list_field(&data, "token_policies"),
+                token_ttl: duration_field(&data, "token_ttl")?
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            let trusted =
+                crate::issuer::hierarchy::parse_certs(&role.certificate).unwrap_or_default();
+            if trusted.is_empty() {
+                return Err(VaultError::bad_request(
+                    "certificate: a PEM CA certificate is required",
+                ));
+            }
+            let body = serde_json::to_string(&role).map_err(|e| VaultError::internal("role", e))?;
+            state
+                .store
+                .put_object("cert_role", mount, name, &body, now())
+                .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Operation::Read => {
+            let body = state
+                .store
+                .object("cert_role", mount, name)
+                .await?
+                .ok_or_else(VaultError::not_found)?;
+            Ok(envelope(
+                Some(serde_json::from_str(&body).unwrap_or_default()),
+                vec![],
+                None,
+            ))
+        }
+        Operation::Delete => {
+            state.store.delete_object("cert_role", mount, name).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(VaultError::unsupported()),
+    }
+}
+
+/// Whether `leaf` is trusted by `role`: pinned, or signed by one of its certificates, within its
+/// validity, with an allowed common name. Returns the common name.
+fn cert_matches(role: &CertRole, leaf_der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, leaf) = X509Certificate::from_der(leaf_der).ok()?;
+    if !leaf.validity().is_valid() {
+        return None;
+    }
+    let trusted = crate::issuer::hierarchy::parse_certs(&role.certificate).ok()?;
+    let chained = trusted.iter().any(|t| {
+        t.as_ref() == leaf_der
+            || X509Certificate::from_der(t).ok().is_some_and(|(_, ca)| {
+                leaf.issuer() == ca.subject()
+                    && leaf.verify_signature(Some(ca.public_key())).is_ok()
+            })
+    });
+    if !chained {
+        return None;
+    }
+    let cn = leaf
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let cn_ok = role.allowed_common_names.is_empty()
+        || role
+            .allowed_common_names
+            .iter()
+            .any(|p| glob_matches(p, &cn));
+    cn_ok.then_some(cn)
+}
+
+async fn cert_login(
+    state: &VaultState,
+    req: &VaultRequest,
+    mount: &str,
+) -> Result<Response, VaultError> {
+    require(req.op, &[Operation::Write])?;
+    let leaf = req
+        .conn
+        .as_ref()
+        .and_then(|c| c.peer_certificates.first().cloned())
+        .ok_or_else(|| VaultError::bad_request("client certificate must be supplied"))?;
+    let requested = string_field(&req.data, "name");
+    let names = if requested.is_empty() {
+        state.store.object_names("cert_role", mount).await?
+    } else {
+        vec![requested]
+    };
+    for name in names {
+        let Some(body) = state.store.object("cert_role", mount, &name).await? else {
+            continue;
+        };
+        let Ok(role) = serde_json::from_str::<CertRole>(&body) else {
+            continue;
+        };
+        if let Some(cn) = cert_matches(&role, &leaf) {
+            let mut meta = Map::new();
+            meta.insert("auth_method".into(), json!("cert"));
+            meta.insert("mount".into(), json!(mount));
+            meta.insert("cert_name".into(), json!(name));
+            meta.insert("common_name".into(), json!(cn));
+            let ttl = if role.token_ttl > 0 {
+                Duration::from_secs(role.token_ttl)
+            } else {
+                DEFAULT_TOKEN_TTL
+            };
+            let (token, id) = mint(
+                state,
+                role.token_policies.clone(),
+                &format!("cert-{name}"),
+                meta,
+                Some(ttl),
+            )
+            .await?;
+            return Ok(envelope(None, vec![], Some(auth_object(&token, &id))));
+        }
+    }
+    tracing::info!(
+        mount,
+        "cert login refused: no role trusts the presented certificate"
+    );
+    Err(VaultError::permission_denied())
 }
 
 #[cfg(test)]

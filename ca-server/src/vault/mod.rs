@@ -33,7 +33,7 @@ pub struct VaultConfig {
     pub enabled: bool,
     /// PKI mount paths (may contain `/`), all served by the issuing CA.
     pub pki_mounts: Vec<String>,
-    /// Auth mounts: path → method (`kubernetes`, `approle`).
+    /// Auth mounts: path → method (`kubernetes`, `approle`, `cert`).
     pub auth_mounts: std::collections::BTreeMap<String, String>,
     /// SPIFFE trust domain for roles with `spiffe_from_identity`.
     pub trust_domain: String,
@@ -43,10 +43,14 @@ pub struct VaultConfig {
 
 impl Default for VaultConfig {
     fn default() -> Self {
-        let auth_mounts = [("kubernetes", "kubernetes"), ("approle", "approle")]
-            .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect();
+        let auth_mounts = [
+            ("kubernetes", "kubernetes"),
+            ("approle", "approle"),
+            ("cert", "cert"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
         Self {
             enabled: true,
             pki_mounts: vec!["pki".into(), "pki_int".into()],
