@@ -928,3 +928,117 @@ async fn two_replicas_on_one_postgres_share_nonces_and_accounts() {
     );
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_the_certificates_own_key() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let responder = Http01Responder::start(env.http01_port).await;
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let (_, order) = validated_order(&mut client, &responder, &["lost.example.test"]).await;
+    // The certificate key, kept as PKCS#8 so it can sign a JWS.
+    let key_der = pkcs8_key(
+        work,
+        "leafkey",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    openssl(
+        work,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "leafkey.pem",
+            "-subj",
+            "/CN=lost.example.test",
+            "-addext",
+            "subjectAltName=DNS:lost.example.test",
+            "-outform",
+            "DER",
+            "-out",
+            "lost.der",
+        ],
+    );
+    let r = client
+        .post(
+            order["finalize"].as_str().expect("finalize"),
+            Some(&json!({"csr": b64(&std::fs::read(work.join("lost.der")).expect("csr"))})),
+        )
+        .await;
+    let pem = client
+        .post(r.json()["certificate"].as_str().expect("cert"), None)
+        .await
+        .text();
+    std::fs::write(
+        work.join("lost.pem"),
+        pem.split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .expect("leaf"),
+    )
+    .expect("write");
+    openssl(
+        work,
+        &[
+            "x509",
+            "-in",
+            "lost.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "lost.cert.der",
+        ],
+    );
+    let cert_der = std::fs::read(work.join("lost.cert.der")).expect("der");
+
+    // Someone holding only the certificate's key (no account) revokes it: keyCompromise.
+    let mut holder = env.client(AccountKey::p256_from_pkcs8(&key_der)).await;
+    let url = holder.url("revokeCert");
+    let r = holder
+        .post(
+            &url,
+            Some(&json!({"certificate": b64(&cert_der), "reason": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let store = ledger(&env).await;
+    let serial_hex = openssl(work, &["x509", "-in", "lost.pem", "-noout", "-serial"]);
+    let hex = serial_hex.trim().trim_start_matches("serial=");
+    let serial: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let row = store
+        .certificate_by_serial(&serial)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.revocation_reason, Some(1));
+    // Again: alreadyRevoked. A stranger's key: unauthorized.
+    assert_problem(
+        &holder
+            .post(&url, Some(&json!({"certificate": b64(&cert_der)})))
+            .await,
+        400,
+        "alreadyRevoked",
+    );
+    let mut stranger = env.client(AccountKey::generate_p256()).await;
+    assert_problem(
+        &stranger
+            .post(&url, Some(&json!({"certificate": b64(&cert_der)})))
+            .await,
+        403,
+        "unauthorized",
+    );
+    // An unaccepted reason code.
+    assert_problem(
+        &client
+            .post(
+                &url,
+                Some(&json!({"certificate": b64(&cert_der), "reason": 7})),
+            )
+            .await,
+        400,
+        "badRevocationReason",
+    );
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Sign-endpoint benchmark: distinct P-256 CSRs, many concurrent clients, against ca-server's
+# Vault-compatible sign endpoint (token auth, every certificate durably recorded) and against
+# `cfssl serve` (Debian golang-cfssl, which stores nothing), same machine, same load.
+# Usage: conformance/bench/sign.sh   (env: WORKERS=64 DURATION=20 CSRS=80000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+WORKERS=${WORKERS:-64}
+DURATION=${DURATION:-20}
+CSRS=${CSRS:-80000}
+work=$(mktemp -d -t sign-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+command -v cfssl >/dev/null || { echo "cfssl missing: apt-get install golang-cfssl" >&2; exit 1; }
+
+cargo build --release --quiet -p ca-server -p conformance --bins
+bin="$root/target/release"
+
+# --- ca-server -------------------------------------------------------------------------------
+ca=$(port); ca_http=$(port)
+"$bin/ca-server" serve --data-dir "$work/data" --listen 127.0.0.1:$ca --http-listen 127.0.0.1:$ca_http --log-level warn &
+ca_pid=$!; pids+=($ca_pid); wait_port "$ca"
+curl -s "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
+root_token=$(cat "$work/data/root-token")
+api() { curl -sf --cacert "$work/bundle.pem" -H "X-Vault-Token: $root_token" "$@"; }
+api -X POST -d '{"allowed_domains":"bench.svc.cluster.local","allow_subdomains":true,"key_type":"ec","ttl":"24h"}' \
+  "https://localhost:$ca/v1/pki_int/roles/bench" >/dev/null
+api -X PUT -d '{"policy":"path \"pki_int/sign/bench\" { capabilities = [\"update\"] }"}' "https://localhost:$ca/v1/sys/policy/bench"
+token=$(api -X POST -d '{"policies":["bench"],"ttl":"1h"}' "https://localhost:$ca/v1/auth/token/create" | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])')
+"$bin/sign-load" --target vault --url "https://localhost:$ca" --root "$work/bundle.pem" --token "$token" \
+  --path pki_int/sign/bench --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS"
+echo "{\"label\": \"ca-server peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$ca_pid/status)}"
+count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates' 2>/dev/null || echo "?")
+echo "{\"label\": \"ca-server ledger rows\", \"rows\": \"$count\"}"
+
+# --- cfssl serve (ECDSA P-256 CA, TLS with a certificate from ca-server) --------------------
+openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/cfssl-ca.key" \
+  -subj "/CN=cfssl bench CA" -days 2 -addext basicConstraints=critical,CA:TRUE -out "$work/cfssl-ca.pem" 2>/dev/null
+openssl ec -in "$work/cfssl-ca.key" -out "$work/cfssl-ca-sec1.key" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/cfssl-tls.key" -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -out "$work/cfssl-tls.csr" 2>/dev/null
+"$bin/ca-server" cert sign --data-dir "$work/data" --csr "$work/cfssl-tls.csr" --out "$work/cfssl-tls.pem" --log-level error
+openssl ec -in "$work/cfssl-tls.key" -out "$work/cfssl-tls-sec1.key" 2>/dev/null
+cat > "$work/cfssl.json" <<JSON
+{"signing": {"default": {"expiry": "24h", "usages": ["digital signature", "server auth"]}}}
+JSON
+cf=$(port)
+cfssl serve -address 127.0.0.1 -port "$cf" -ca "$work/cfssl-ca.pem" -ca-key "$work/cfssl-ca-sec1.key" -config "$work/cfssl.json" \
+  -tls-cert "$work/cfssl-tls.pem" -tls-key "$work/cfssl-tls-sec1.key" >/dev/null 2>&1 &
+cf_pid=$!; pids+=($cf_pid); wait_port "$cf"
+"$bin/sign-load" --target cfssl --url "https://localhost:$cf" --root "$work/bundle.pem" \
+  --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS"
+echo "{\"label\": \"cfssl peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$cf_pid/status)}"
