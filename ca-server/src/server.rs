@@ -67,12 +67,14 @@ pub async fn serve(config: Config) -> Result<()> {
         ))
     });
     let tls_config = Arc::new(tls::server_config(resolver)?);
+    let crl = http::crl::CrlCache::default();
     let acme = if config.acme.enabled {
         Some(
             crate::acme::AcmeState::new(
                 config.acme.clone(),
                 Arc::clone(&runtime.store),
                 runtime.issuance.clone(),
+                crl.clone(),
             )
             .await?,
         )
@@ -84,6 +86,7 @@ pub async fn serve(config: Config) -> Result<()> {
             config.vault.clone(),
             Arc::clone(&runtime.store),
             runtime.issuance.clone(),
+            crl.clone(),
         );
         ensure_root_token(&config, &state).await?;
         Some(state)
@@ -95,6 +98,7 @@ pub async fn serve(config: Config) -> Result<()> {
         store: Arc::clone(&runtime.store),
         acme,
         vault,
+        crl,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -136,6 +136,8 @@ pub struct ExpiryQuery {
     pub namespace: Option<String>,
     /// Include revoked certificates.
     pub include_revoked: bool,
+    /// Only revoked certificates (for CRLs).
+    pub revoked_only: bool,
     /// Continue after this `(not_after, id)` position (cursor pagination).
     pub after: Option<(i64, i64)>,
     /// Page size; 0 means the default of 100.

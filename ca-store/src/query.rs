@@ -86,7 +86,9 @@ where
     if let Some(ns) = &q.namespace {
         qb.push(" AND namespace = ").push_bind(ns.clone());
     }
-    if !q.include_revoked {
+    if q.revoked_only {
+        qb.push(" AND revoked_at IS NOT NULL");
+    } else if !q.include_revoked {
         qb.push(" AND revoked_at IS NULL");
     }
     if let Some((not_after, id)) = q.after {

@@ -79,6 +79,10 @@ revoked = root.secrets.pki.revoke_certificate(signed["serial_number"], mount_poi
 assert revoked["revocation_time"] > 0
 assert root.secrets.pki.read_certificate(signed["serial_number"], mount_point="pki_int")["data"]["revocation_time"] > 0
 
+# The CRL lists the revoked certificate.
+crl = root.secrets.pki.read_crl(mount_point="pki_int")
+assert "BEGIN X509 CRL" in crl, crl
+
 # The CA, as text.
 ca_pem = root.secrets.pki.read_ca_certificate(mount_point="pki_int")
 assert ca_pem.startswith("-----BEGIN CERTIFICATE-----")

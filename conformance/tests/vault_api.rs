@@ -330,6 +330,49 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
         .call("GET", &format!("pki_int/cert/{serial}"), None, None)
         .await;
     assert!(r.json()["data"]["revocation_time"].as_i64().expect("time") > 0);
+    // The CRL lists it, and openssl's CRL check refuses the certificate.
+    let crl = vault.call("GET", "pki_int/crl/pem", None, None).await;
+    assert_eq!(crl.status, 200);
+    std::fs::write(dir.join("crl.pem"), crl.text()).expect("crl");
+    let crl_text = openssl(dir, &["crl", "-in", "crl.pem", "-noout", "-text"]);
+    assert!(
+        crl_text.contains(&serial.replace(':', "").to_ascii_uppercase()),
+        "{crl_text}"
+    );
+    assert!(crl_text.contains("X509v3 CRL Number"));
+    let pem = r.json()["data"]["certificate"]
+        .as_str()
+        .expect("pem")
+        .to_owned();
+    std::fs::write(dir.join("revoked.pem"), pem).expect("write");
+    let root_and_crl = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("root.pem")).expect("root"),
+        crl.text()
+    );
+    std::fs::write(dir.join("root-and-crl.pem"), root_and_crl).expect("write");
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "root-and-crl.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "revoked.pem",
+        ])
+        .output()
+        .expect("openssl");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && said.contains("certificate revoked"),
+        "{said}"
+    );
     // Token lookup-self (hvac's is_authenticated) and a child token.
     let r = vault
         .call("GET", "auth/token/lookup-self", Some(&vault.token), None)

@@ -1276,6 +1276,7 @@ pub(super) async fn revoke_certificate(
             "the certificate is already revoked",
         ));
     }
+    state.inner.crl.invalidate();
     tracing::info!(serial = %crate::issuer::hierarchy::hex(&serial), reason, "certificate revoked via ACME");
     Ok(StatusCode::OK.into_response())
 }

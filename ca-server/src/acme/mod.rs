@@ -101,6 +101,7 @@ struct Inner {
     issuance: Issuance,
     nonces: nonce::Nonces,
     validator: Validator,
+    crl: crate::http::crl::CrlCache,
 }
 
 /// A request whose JWS verified.
@@ -146,11 +147,12 @@ pub(crate) enum Signer {
 }
 
 impl AcmeState {
-    /// Builds the ACME service over the shared store and issuance.
+    /// Builds the ACME service over the shared store, issuance and CRL cache.
     pub async fn new(
         config: AcmeConfig,
         store: Arc<dyn ca_store::Store>,
         issuance: Issuance,
+        crl: crate::http::crl::CrlCache,
     ) -> anyhow::Result<Self> {
         let nonces = nonce::Nonces::new(Arc::clone(&store)).await?;
         let validator = Validator::new(config.validation.clone())?;
@@ -161,6 +163,7 @@ impl AcmeState {
                 issuance,
                 nonces,
                 validator,
+                crl,
             }),
         };
         let purger = state.inner.nonces.clone();

@@ -3,6 +3,7 @@
 //! Protocol surfaces (ACME, the Vault API, ledger reports) mount their routers here. Handlers turn
 //! internal errors into each protocol's own error form; internal details are logged, never echoed.
 
+pub mod crl;
 pub mod listener;
 pub mod tls;
 
@@ -23,6 +24,9 @@ use crate::issuer::hierarchy::to_pem;
 pub const TRUST_BUNDLE_PATH: &str = "/ca/bundle.pem";
 /// Where the issuing chain (issuing CA, then parents) is served, as PEM.
 pub const CHAIN_PATH: &str = "/ca/chain.pem";
+/// Where the issuing CA's CRL is served (DER); `/crl.pem` serves it as PEM. Point
+/// `[ca] crl_urls` at `http://<service>/crl` to put it in issued certificates.
+pub const CRL_PATH: &str = "/crl";
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -35,6 +39,8 @@ pub struct AppState {
     pub acme: Option<crate::acme::AcmeState>,
     /// The Vault-compatible API, when enabled.
     pub vault: Option<crate::vault::VaultState>,
+    /// The current CRL.
+    pub crl: crl::CrlCache,
 }
 
 /// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
@@ -44,6 +50,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route(TRUST_BUNDLE_PATH, get(trust_bundle))
         .route(CHAIN_PATH, get(chain))
+        .route(CRL_PATH, get(crl_der))
+        .route("/crl.pem", get(crl_pem))
         .with_state(state.clone());
     if let Some(acme) = state.acme {
         router = router.merge(crate::acme::router(acme));
@@ -100,4 +108,44 @@ async fn trust_bundle(State(state): State<AppState>) -> Response {
 
 async fn chain(State(state): State<AppState>) -> Response {
     pem_response(to_pem(state.issuance.ca().chain()))
+}
+
+async fn crl_der(State(state): State<AppState>) -> Response {
+    match state.crl.der(state.issuance.ca(), &state.store).await {
+        Ok(der) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pkix-crl"),
+            )],
+            der,
+        )
+            .into_response(),
+        Err(e) => crl_unavailable(e),
+    }
+}
+
+async fn crl_pem(State(state): State<AppState>) -> Response {
+    match state.crl.der(state.issuance.ca(), &state.store).await {
+        Ok(der) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            )],
+            crate::issuer::hierarchy::pem_block("X509 CRL", &der),
+        )
+            .into_response(),
+        Err(e) => crl_unavailable(e),
+    }
+}
+
+fn crl_unavailable(e: crl::CrlError) -> Response {
+    tracing::error!(error = %e, "building the CRL failed");
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CRL temporarily unavailable\n",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }

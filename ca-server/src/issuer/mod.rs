@@ -414,6 +414,59 @@ impl CertificateAuthority {
         &self.settings
     }
 
+    /// Signs a CRL listing `revoked` (serial, revocation time, RFC 5280 reason), valid from
+    /// `this_update` for `lifetime`. The CRL number is `this_update` in milliseconds, which
+    /// increases monotonically across replicas without coordination (as Boulder does).
+    pub fn crl(
+        &self,
+        revoked: &[(Vec<u8>, i64, Option<i32>)],
+        this_update: OffsetDateTime,
+        lifetime: std::time::Duration,
+    ) -> Result<Vec<u8>, IssueError> {
+        use rcgen::{
+            CertificateRevocationListParams, RevocationReason, RevokedCertParams, SerialNumber,
+        };
+        let reason = |code: i32| match code {
+            1 => Some(RevocationReason::KeyCompromise),
+            2 => Some(RevocationReason::CaCompromise),
+            3 => Some(RevocationReason::AffiliationChanged),
+            4 => Some(RevocationReason::Superseded),
+            5 => Some(RevocationReason::CessationOfOperation),
+            6 => Some(RevocationReason::CertificateHold),
+            8 => Some(RevocationReason::RemoveFromCrl),
+            9 => Some(RevocationReason::PrivilegeWithdrawn),
+            10 => Some(RevocationReason::AaCompromise),
+            _ => None,
+        };
+        let millis = (this_update.unix_timestamp_nanos() / 1_000_000).max(1) as u64;
+        let ski: Vec<u8> = (0..self.loaded.issuer_id.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(self.loaded.issuer_id.get(i..i + 2)?, 16).ok())
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + lifetime,
+            crl_number: SerialNumber::from_slice(&millis.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at, code)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(*at)
+                        .unwrap_or(this_update),
+                    reason_code: code.and_then(reason),
+                    invalidity_date: None,
+                })
+                .collect(),
+            // The CRL's authority key identifier must equal the issuing certificate's SKI.
+            key_identifier_method: rcgen::KeyIdMethod::PreSpecified(ski),
+        };
+        params
+            .signed_by(&self.issuer)
+            .map(|crl| crl.der().to_vec())
+            .map_err(|e| IssueError::Signing(e.to_string()))
+    }
+
     /// Builds and signs a certificate for `req`. Nothing is recorded; see [`Issuance::issue`].
     pub fn sign(&self, req: &CertificateRequest) -> Result<SignedCertificate, IssueError> {
         let names = check_names(req)?;

@@ -67,15 +67,22 @@ pub struct VaultState {
     pub(crate) config: Arc<VaultConfig>,
     pub(crate) store: Arc<dyn ca_store::Store>,
     pub(crate) issuance: Issuance,
+    pub(crate) crl: crate::http::crl::CrlCache,
 }
 
 impl VaultState {
-    /// Builds the Vault API over the shared store and issuance.
-    pub fn new(config: VaultConfig, store: Arc<dyn ca_store::Store>, issuance: Issuance) -> Self {
+    /// Builds the Vault API over the shared store, issuance and CRL cache.
+    pub fn new(
+        config: VaultConfig,
+        store: Arc<dyn ca_store::Store>,
+        issuance: Issuance,
+        crl: crate::http::crl::CrlCache,
+    ) -> Self {
         Self {
             config: Arc::new(config),
             store,
             issuance,
+            crl,
         }
     }
 }

@@ -335,6 +335,14 @@ pub async fn route(
                 None,
             ))
         }
+        ["cert", "crl"] => {
+            let pem = pem_block("X509 CRL", &crl(state).await?);
+            Ok(envelope(
+                Some(json!({"certificate": pem, "revocation_time": 0})),
+                vec![],
+                None,
+            ))
+        }
         ["cert", serial] => read_cert(state, serial, false, false).await,
         ["cert", serial, "raw"] => read_cert(state, serial, true, false).await,
         ["cert", serial, "raw", "pem"] => read_cert(state, serial, true, true).await,
@@ -376,6 +384,13 @@ pub async fn route(
             sign(state, req, mount, role, Mode::Verbatim).await
         }
         ["revoke"] => revoke(state, req).await,
+        ["crl"] | ["issuer", _, "crl"] | ["issuer", _, "crl", "der"] => {
+            Ok(raw("application/pkix-crl", crl(state).await?))
+        }
+        ["crl", "pem"] | ["issuer", _, "crl", "pem"] => Ok(raw(
+            "application/x-pem-file",
+            pem_block("X509 CRL", &crl(state).await?).into_bytes(),
+        )),
         _ => Err(VaultError::no_route(&req.path)),
     }
 }
@@ -416,6 +431,17 @@ async fn roles(
         }
         _ => Err(VaultError::unsupported()),
     }
+}
+
+async fn crl(state: &VaultState) -> Result<Vec<u8>, VaultError> {
+    state
+        .crl
+        .der(state.issuance.ca(), &state.store)
+        .await
+        .map_err(|e| match e {
+            crate::http::crl::CrlError::Store(e) => VaultError::from(e),
+            e => VaultError::internal("building the CRL", e),
+        })
 }
 
 async fn read_cert(
@@ -513,6 +539,7 @@ async fn revoke(state: &VaultState, req: &VaultRequest) -> Result<Response, Vaul
         None => {
             let t = now();
             state.store.revoke(&serial, t, 0).await?;
+            state.crl.invalidate();
             tracing::info!(serial = %colon_hex(&serial), by = %id.display_name, "certificate revoked via the Vault API");
             t
         }
