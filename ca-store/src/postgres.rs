@@ -6,12 +6,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::model::RawRow;
-use crate::query::{self, ROWS_PER_STATEMENT};
-use crate::{Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate};
+use crate::{Backend, DatabaseUrl, Error};
 
 /// PostgreSQL-backed ledger.
 #[derive(Debug, Clone)]
@@ -35,6 +32,10 @@ impl PostgresLedger {
 }
 
 impl PostgresLedger {
+    fn certificate_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn write_pool(&self) -> &PgPool {
         &self.pool
     }
@@ -42,58 +43,12 @@ impl PostgresLedger {
     fn read_pool(&self) -> &PgPool {
         &self.pool
     }
-}
 
-crate::acme::impl_acme_store!(PostgresLedger, sqlx::Postgres);
-crate::vault::impl_vault_store!(PostgresLedger, sqlx::Postgres);
-
-#[async_trait]
-impl Ledger for PostgresLedger {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
-    async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            query::insert_certificates::<sqlx::Postgres>(chunk)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn certificate_by_serial(
-        &self,
-        serial: &[u8],
-    ) -> Result<Option<CertificateRecord>, Error> {
-        let mut qb = query::certificate_by_serial::<sqlx::Postgres>(serial);
-        let row: Option<RawRow> = qb.build_query_as().fetch_optional(&self.pool).await?;
-        row.map(RawRow::into_record).transpose()
-    }
-
-    async fn expiring(&self, q: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error> {
-        let mut qb = query::expiring::<sqlx::Postgres>(q);
-        let rows: Vec<RawRow> = qb.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(RawRow::into_record).collect()
-    }
-
-    async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error> {
-        let mut qb = query::revoke::<sqlx::Postgres>(serial, revoked_at, reason);
-        Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
-    }
-
-    async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
+    async fn close_pools(&self) {
         self.pool.close().await;
     }
 }
+
+crate::query::impl_ledger!(PostgresLedger, sqlx::Postgres, Backend::Postgres);
+crate::acme::impl_acme_store!(PostgresLedger, sqlx::Postgres);
+crate::vault::impl_vault_store!(PostgresLedger, sqlx::Postgres);

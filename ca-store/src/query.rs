@@ -122,3 +122,81 @@ where
         .push(" AND revoked_at IS NULL");
     qb
 }
+
+/// Implements [`crate::Ledger`] for a backend with `certificate_pool()` (durable certificate
+/// writes), `read_pool()` and `close_pools()`: one body for both dialects.
+macro_rules! impl_ledger {
+    ($backend:ty, $db:ty, $kind:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Ledger for $backend {
+            fn backend(&self) -> $crate::Backend {
+                $kind
+            }
+
+            async fn insert_certificates(
+                &self,
+                batch: &[$crate::NewCertificate],
+            ) -> Result<(), $crate::Error> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.certificate_pool().begin().await?;
+                for chunk in batch.chunks($crate::query::ROWS_PER_STATEMENT) {
+                    $crate::query::insert_certificates::<$db>(chunk)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn certificate_by_serial(
+                &self,
+                serial: &[u8],
+            ) -> Result<Option<$crate::CertificateRecord>, $crate::Error> {
+                let mut qb = $crate::query::certificate_by_serial::<$db>(serial);
+                let row: Option<$crate::model::RawRow> =
+                    qb.build_query_as().fetch_optional(self.read_pool()).await?;
+                row.map($crate::model::RawRow::into_record).transpose()
+            }
+
+            async fn expiring(
+                &self,
+                q: &$crate::ExpiryQuery,
+            ) -> Result<Vec<$crate::CertificateRecord>, $crate::Error> {
+                let mut qb = $crate::query::expiring::<$db>(q);
+                let rows: Vec<$crate::model::RawRow> =
+                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                rows.into_iter()
+                    .map($crate::model::RawRow::into_record)
+                    .collect()
+            }
+
+            async fn revoke(
+                &self,
+                serial: &[u8],
+                revoked_at: i64,
+                reason: i32,
+            ) -> Result<bool, $crate::Error> {
+                let mut qb = $crate::query::revoke::<$db>(serial, revoked_at, reason);
+                Ok(qb
+                    .build()
+                    .execute(self.certificate_pool())
+                    .await?
+                    .rows_affected()
+                    == 1)
+            }
+
+            async fn ping(&self) -> Result<(), $crate::Error> {
+                sqlx::query("SELECT 1").execute(self.read_pool()).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+        }
+    };
+}
+pub(crate) use impl_ledger;

@@ -9,14 +9,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::model::RawRow;
-use crate::query::{self, ROWS_PER_STATEMENT};
-use crate::{Backend, CertificateRecord, DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate};
+use crate::{Backend, DatabaseUrl, Error};
 
 /// SQLite-backed ledger.
 #[derive(Debug, Clone)]
@@ -62,6 +59,10 @@ impl SqliteLedger {
 }
 
 impl SqliteLedger {
+    fn certificate_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     fn write_pool(&self) -> &SqlitePool {
         &self.state_writer
     }
@@ -69,60 +70,14 @@ impl SqliteLedger {
     fn read_pool(&self) -> &SqlitePool {
         &self.readers
     }
-}
 
-crate::acme::impl_acme_store!(SqliteLedger, sqlx::Sqlite);
-crate::vault::impl_vault_store!(SqliteLedger, sqlx::Sqlite);
-
-#[async_trait]
-impl Ledger for SqliteLedger {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
-
-    async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.writer.begin().await?;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            query::insert_certificates::<sqlx::Sqlite>(chunk)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn certificate_by_serial(
-        &self,
-        serial: &[u8],
-    ) -> Result<Option<CertificateRecord>, Error> {
-        let mut qb = query::certificate_by_serial::<sqlx::Sqlite>(serial);
-        let row: Option<RawRow> = qb.build_query_as().fetch_optional(&self.readers).await?;
-        row.map(RawRow::into_record).transpose()
-    }
-
-    async fn expiring(&self, q: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error> {
-        let mut qb = query::expiring::<sqlx::Sqlite>(q);
-        let rows: Vec<RawRow> = qb.build_query_as().fetch_all(&self.readers).await?;
-        rows.into_iter().map(RawRow::into_record).collect()
-    }
-
-    async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error> {
-        let mut qb = query::revoke::<sqlx::Sqlite>(serial, revoked_at, reason);
-        Ok(qb.build().execute(&self.writer).await?.rows_affected() == 1)
-    }
-
-    async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
+    async fn close_pools(&self) {
         self.readers.close().await;
         self.state_writer.close().await;
         self.writer.close().await;
     }
 }
+
+crate::query::impl_ledger!(SqliteLedger, sqlx::Sqlite, Backend::Sqlite);
+crate::acme::impl_acme_store!(SqliteLedger, sqlx::Sqlite);
+crate::vault::impl_vault_store!(SqliteLedger, sqlx::Sqlite);

@@ -389,6 +389,18 @@ async fn create_token(state: &VaultState, req: &VaultRequest) -> Result<Response
     Ok(envelope(None, vec![], Some(auth_object(&token, &child))))
 }
 
+/// Vault accepts `policies` and `ttl` on auth roles as aliases of `token_policies` and
+/// `token_ttl`.
+fn with_token_aliases(data: &Map<String, Value>) -> Map<String, Value> {
+    let mut data = data.clone();
+    for (alias, field) in [("policies", "token_policies"), ("ttl", "token_ttl")] {
+        if let Some(v) = data.get(alias).cloned() {
+            data.entry(field).or_insert(v);
+        }
+    }
+    data
+}
+
 // --- kubernetes ------------------------------------------------------------------------------
 
 /// Kubernetes auth role.
@@ -475,13 +487,7 @@ async fn manage(
     }
     match req.op {
         Operation::Write => {
-            let mut data = req.data.clone();
-            if data.contains_key("policies") && !data.contains_key("token_policies") {
-                data.insert("token_policies".into(), data["policies"].clone());
-            }
-            if data.contains_key("ttl") && !data.contains_key("token_ttl") {
-                data.insert("token_ttl".into(), data["ttl"].clone());
-            }
+            let data = with_token_aliases(&req.data);
             let existing: Map<String, Value> =
                 match state.store.object(&object_kind, mount, name).await? {
                     Some(b) => serde_json::from_str(&b).unwrap_or_default(),
@@ -887,13 +893,7 @@ async fn manage_cert_roles(
     };
     match req.op {
         Operation::Write => {
-            let mut data = req.data.clone();
-            if data.contains_key("policies") && !data.contains_key("token_policies") {
-                data.insert("token_policies".into(), data["policies"].clone());
-            }
-            if data.contains_key("ttl") && !data.contains_key("token_ttl") {
-                data.insert("token_ttl".into(), data["ttl"].clone());
-            }
+            let data = with_token_aliases(&req.data);
             let role = CertRole {
                 certificate: string_field(&data, "certificate"),
                 allowed_common_names: list_field(&data, "allowed_common_names"),
