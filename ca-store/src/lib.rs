@@ -122,6 +122,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Marks a certificate revoked (RFC 5280 reason code); false if unknown or already revoked.
     async fn revoke(&self, serial: &[u8], revoked_at: i64, reason: i32) -> Result<bool, Error>;
 
+    /// Retention: drops the DER of certificates that expired before `expired_before`, keeping
+    /// their metadata rows for reports. Returns how many were trimmed.
+    async fn forget_expired_der(&self, expired_before: i64) -> Result<u64, Error>;
+
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), Error>;
 

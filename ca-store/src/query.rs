@@ -188,6 +188,18 @@ macro_rules! impl_ledger {
                     == 1)
             }
 
+            async fn forget_expired_der(&self, expired_before: i64) -> Result<u64, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE certificates SET der = NULL WHERE der IS NOT NULL AND not_after < ",
+                );
+                qb.push_bind(expired_before);
+                Ok(qb
+                    .build()
+                    .execute(self.certificate_pool())
+                    .await?
+                    .rows_affected())
+            }
+
             async fn ping(&self) -> Result<(), $crate::Error> {
                 sqlx::query("SELECT 1").execute(self.read_pool()).await?;
                 Ok(())

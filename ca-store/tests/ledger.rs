@@ -205,6 +205,40 @@ async fn group_commit_records_everything(ledger: Arc<dyn Ledger>) {
     ));
 }
 
+async fn retention_drops_der_but_keeps_rows(ledger: Arc<dyn Ledger>) {
+    let old = cert(500, 1_000, "retention", "tls-server");
+    let fresh = cert(501, 2_000_000_000, "retention", "tls-server");
+    ledger
+        .insert_certificates(&[old.clone(), fresh.clone()])
+        .await
+        .expect("insert");
+    assert_eq!(
+        ledger.forget_expired_der(1_500).await.expect("retention"),
+        1
+    );
+    let trimmed = ledger
+        .certificate_by_serial(&old.serial)
+        .await
+        .expect("read")
+        .expect("row kept");
+    assert!(trimmed.certificate.der.is_empty(), "DER dropped");
+    assert_eq!(
+        trimmed.certificate.dns_names, old.dns_names,
+        "metadata kept"
+    );
+    let kept = ledger
+        .certificate_by_serial(&fresh.serial)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(kept.certificate.der, fresh.der);
+    assert_eq!(
+        ledger.forget_expired_der(1_500).await.expect("again"),
+        0,
+        "idempotent"
+    );
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Ledger>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = DatabaseUrl::sqlite_file(&dir.path().join("ledger.db"));
@@ -253,7 +287,8 @@ on_both_backends!(
     round_trip,
     serials_are_unique,
     expiry_ordered_reads,
-    group_commit_records_everything
+    group_commit_records_everything,
+    retention_drops_der_but_keeps_rows
 );
 
 #[tokio::test]

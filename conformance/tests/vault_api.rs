@@ -808,3 +808,87 @@ async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
     let (code, _) = curl_login(&url, &bundle, None, "{}");
     assert_eq!(code, 400, "no client certificate presented");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidy_trims_expired_certificates_but_keeps_their_ledger_rows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (_server, vault, _) = setup(dir).await;
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/short",
+            json!({"allow_any_name": true, "key_type": "any", "require_cn": false, "ttl": "1s"}),
+        )
+        .await;
+    let sign = |name: &'static str, ttl: &'static str| {
+        let vault = &vault;
+        let csr = csr_pem(
+            dir,
+            name,
+            &format!("/CN={name}.example.test"),
+            &format!("DNS:{name}.example.test"),
+        );
+        async move {
+            let r = vault
+                .root(
+                    "POST",
+                    "pki_int/sign/short",
+                    json!({"csr": csr, "ttl": ttl}),
+                )
+                .await;
+            r.json()["data"]["serial_number"]
+                .as_str()
+                .expect("serial")
+                .to_owned()
+        }
+    };
+    let expired = sign("expired", "1s").await;
+    let live = sign("live", "1h").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/tidy",
+            Some(&vault.token),
+            Some(json!({"tidy_cert_store": true, "safety_buffer": "0s"})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(
+        r.json()["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Tidy operation successfully started")
+    );
+    let mut status = 0;
+    for _ in 0..50 {
+        status = vault
+            .call("GET", &format!("pki_int/cert/{expired}"), None, None)
+            .await
+            .status;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 404, "the expired certificate's DER is gone");
+    assert_eq!(
+        vault
+            .call("GET", &format!("pki_int/cert/{live}"), None, None)
+            .await
+            .status,
+        200,
+        "a live certificate is untouched"
+    );
+    let keys = vault
+        .call("LIST", "pki_int/certs", Some(&vault.token), None)
+        .await
+        .json()["data"]["keys"]
+        .clone();
+    assert!(
+        keys.as_array().expect("keys").contains(&json!(expired)),
+        "the ledger row remains for reports"
+    );
+}

@@ -384,6 +384,7 @@ pub async fn route(
             sign(state, req, mount, role, Mode::Verbatim).await
         }
         ["revoke"] => revoke(state, req).await,
+        ["tidy"] => tidy(state, req).await,
         ["crl"] | ["issuer", _, "crl"] | ["issuer", _, "crl", "der"] => {
             Ok(raw("application/pkix-crl", crl(state).await?))
         }
@@ -433,6 +434,36 @@ async fn roles(
     }
 }
 
+/// `tidy`: applies ledger retention — certificates expired for longer than `safety_buffer`
+/// (default 72h) lose their DER but keep their metadata row, so expiry reports still see them.
+/// Runs in the background and answers 202, as Vault does.
+async fn tidy(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultError> {
+    require(req.op, &[Operation::Write])?;
+    require_token(state, req).await?;
+    let buffer =
+        duration_field(&req.data, "safety_buffer")?.unwrap_or(Duration::from_secs(72 * 3600));
+    let cutoff = now() - i64::try_from(buffer.as_secs()).unwrap_or(i64::MAX / 2);
+    if bool_field(&req.data, "tidy_cert_store", true)? {
+        let store = std::sync::Arc::clone(&state.store);
+        tokio::spawn(async move {
+            match store.forget_expired_der(cutoff).await {
+                Ok(n) => tracing::info!(
+                    trimmed = n,
+                    "tidy: dropped the DER of certificates expired before the safety buffer"
+                ),
+                Err(e) => tracing::error!(error = %e, "tidy failed"),
+            }
+        });
+    }
+    let mut response = envelope(
+        None,
+        vec!["Tidy operation successfully started. Any information from the operation will be printed to the server's log.".into()],
+        None,
+    );
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
 async fn crl(state: &VaultState) -> Result<Vec<u8>, VaultError> {
     state
         .crl
@@ -471,6 +502,10 @@ async fn read_cert(
         .await?
         .ok_or_else(VaultError::not_found)?;
     let der = record.certificate.der.clone();
+    if der.is_empty() {
+        // Trimmed by retention (tidy): the ledger row remains for reports, the certificate does not.
+        return Err(VaultError::not_found());
+    }
     if raw_form {
         return Ok(if pem {
             raw(
