@@ -98,6 +98,24 @@ pub async fn mint(
     ))
 }
 
+/// A successful login: a token with `policies` and a TTL of `ttl_secs` (0: the default), in
+/// Vault's `auth` envelope.
+async fn login_response(
+    state: &VaultState,
+    policies: Vec<String>,
+    display_name: &str,
+    meta: Map<String, Value>,
+    ttl_secs: u64,
+) -> Result<Response, VaultError> {
+    let ttl = if ttl_secs > 0 {
+        Duration::from_secs(ttl_secs)
+    } else {
+        DEFAULT_TOKEN_TTL
+    };
+    let (token, id) = mint(state, policies, display_name, meta, Some(ttl)).await?;
+    Ok(envelope(None, vec![], Some(auth_object(&token, &id))))
+}
+
 /// The `auth` object of a login response.
 pub fn auth_object(token: &str, id: &Identity) -> Value {
     let lease = id.expires_at.map(|e| (e - now()).max(0)).unwrap_or(0);
@@ -728,20 +746,15 @@ async fn kubernetes_login(
     meta.insert("service_account_name".into(), json!(name));
     meta.insert("service_account_namespace".into(), json!(namespace));
     meta.insert("service_account_uid".into(), json!(uid.unwrap_or_default()));
-    let ttl = if role.token_ttl > 0 {
-        Duration::from_secs(role.token_ttl)
-    } else {
-        DEFAULT_TOKEN_TTL
-    };
-    let (token, id) = mint(
+    let display = format!("{mount}-{namespace}-{name}");
+    login_response(
         state,
         role.token_policies.clone(),
-        &format!("{mount}-{namespace}-{name}"),
+        &display,
         meta,
-        Some(ttl),
+        role.token_ttl,
     )
-    .await?;
-    Ok(envelope(None, vec![], Some(auth_object(&token, &id))))
+    .await
 }
 
 // --- approle ----------------------------------------------------------------------------------
@@ -857,13 +870,8 @@ async fn approle_login(
                 .collect()
         })
         .unwrap_or_default();
-    let ttl = role["token_ttl"]
-        .as_u64()
-        .filter(|t| *t > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TOKEN_TTL);
-    let (token, id) = mint(state, policies, &format!("approle-{name}"), meta, Some(ttl)).await?;
-    Ok(envelope(None, vec![], Some(auth_object(&token, &id))))
+    let ttl = role["token_ttl"].as_u64().unwrap_or(0);
+    login_response(state, policies, &format!("approle-{name}"), meta, ttl).await
 }
 
 // --- cert --------------------------------------------------------------------------------------
@@ -1000,20 +1008,15 @@ async fn cert_login(
             meta.insert("mount".into(), json!(mount));
             meta.insert("cert_name".into(), json!(name));
             meta.insert("common_name".into(), json!(cn));
-            let ttl = if role.token_ttl > 0 {
-                Duration::from_secs(role.token_ttl)
-            } else {
-                DEFAULT_TOKEN_TTL
-            };
-            let (token, id) = mint(
+            let display = format!("cert-{name}");
+            return login_response(
                 state,
                 role.token_policies.clone(),
-                &format!("cert-{name}"),
+                &display,
                 meta,
-                Some(ttl),
+                role.token_ttl,
             )
-            .await?;
-            return Ok(envelope(None, vec![], Some(auth_object(&token, &id))));
+            .await;
         }
     }
     tracing::info!(
