@@ -10,7 +10,7 @@ use std::path::Path;
 
 use conformance::acme::{AccountKey, Https, Response};
 use conformance::kubernetes::service_account_token;
-use conformance::openssl::{openssl, pkcs8_key, verify};
+use conformance::openssl::{openssl, p256_csr, pkcs8_key, verify};
 use conformance::server::CaServer;
 use serde_json::{Value, json};
 
@@ -53,26 +53,7 @@ fn now() -> i64 {
 }
 
 fn csr_pem(dir: &Path, name: &str, subject: &str, san: &str) -> String {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
-            subject,
-            "-addext",
-            &format!("subjectAltName={san}"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
+    p256_csr(dir, name, subject, Some(san));
     std::fs::read_to_string(dir.join(format!("{name}.csr"))).expect("csr")
 }
 

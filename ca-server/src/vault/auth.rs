@@ -476,9 +476,7 @@ async fn manage(
                         now(),
                     )
                     .await?;
-                Ok(axum::response::IntoResponse::into_response(
-                    axum::http::StatusCode::NO_CONTENT,
-                ))
+                Ok(StatusCode::NO_CONTENT.into_response())
             }
             Operation::Read => {
                 let body = state
@@ -551,9 +549,7 @@ async fn manage(
                 .store
                 .put_object(&object_kind, mount, name, &body.to_string(), now())
                 .await?;
-            Ok(axum::response::IntoResponse::into_response(
-                axum::http::StatusCode::NO_CONTENT,
-            ))
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
         Operation::Read => {
             let body = state
@@ -572,9 +568,7 @@ async fn manage(
         }
         Operation::Delete => {
             state.store.delete_object(&object_kind, mount, name).await?;
-            Ok(axum::response::IntoResponse::into_response(
-                axum::http::StatusCode::NO_CONTENT,
-            ))
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(VaultError::unsupported()),
     }
