@@ -14,6 +14,7 @@ pub mod acme;
 mod model;
 pub mod postgres;
 mod query;
+pub mod report;
 pub mod sqlite;
 pub mod vault;
 pub mod writer;
@@ -23,7 +24,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use model::{CertificateRecord, ExpiryQuery, NewCertificate, Protocol, Requester};
+pub use model::{
+    CertificateRecord, ExpiryQuery, NewCertificate, ObserveOutcome, ObservedCertificate, Origin,
+    Protocol, Requester,
+};
+pub use report::{LedgerSummary, MetricsSnapshot, SnapshotQuery};
 
 /// Errors from the ledger. Internal details are logged by callers, never shown to clients.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +112,26 @@ pub trait Ledger: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Records a batch of certificates in one transaction: all rows are committed or none is.
-    /// A serial already present fails the whole batch with [`Error::AlreadyExists`].
+    /// A serial already present fails the whole batch with [`Error::AlreadyExists`]. Older
+    /// certificates of the same requester, profile and names become superseded.
     async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error>;
 
-    /// Looks a certificate up by serial number (big-endian bytes, no leading zero padding).
+    /// Records certificates found elsewhere (files, kubeconfigs, TLS endpoints). A certificate
+    /// already observed is updated, not duplicated; one we issued is left as it is; an older
+    /// certificate from the same source and subject becomes superseded.
+    async fn record_observed(
+        &self,
+        batch: &[ObservedCertificate],
+        observed_at: i64,
+    ) -> Result<ObserveOutcome, Error>;
+
+    /// Counts for `ledger stats` and the summary endpoint.
+    async fn summary(&self, now: i64) -> Result<LedgerSummary, Error>;
+
+    /// What the scrape-time metric collectors need.
+    async fn metrics_snapshot(&self, query: &SnapshotQuery) -> Result<MetricsSnapshot, Error>;
+
+    /// Looks a certificate we issued up by serial number (big-endian bytes, no leading zero padding).
     async fn certificate_by_serial(
         &self,
         serial: &[u8],

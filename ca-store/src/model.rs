@@ -16,6 +16,8 @@ pub enum Protocol {
     Cli,
     /// Issued by the server to itself (its own serving certificate).
     Internal,
+    /// Not issued by us: found by `ca-server ledger observe` (files, kubeconfigs, endpoints).
+    Observed,
 }
 
 impl Protocol {
@@ -26,6 +28,7 @@ impl Protocol {
             Protocol::Vault => "vault",
             Protocol::Cli => "cli",
             Protocol::Internal => "internal",
+            Protocol::Observed => "observed",
         }
     }
 
@@ -36,6 +39,7 @@ impl Protocol {
             "vault" => Protocol::Vault,
             "cli" => Protocol::Cli,
             "internal" => Protocol::Internal,
+            "observed" => Protocol::Observed,
             _ => return None,
         })
     }
@@ -108,6 +112,59 @@ pub struct NewCertificate {
     pub der: Vec<u8>,
 }
 
+/// Where a ledger row came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Issued by this CA.
+    Issued,
+    /// Issued elsewhere and found by `ca-server ledger observe`.
+    Observed,
+}
+
+impl Origin {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Issued => "issued",
+            Origin::Observed => "observed",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "issued" => Some(Origin::Issued),
+            "observed" => Some(Origin::Observed),
+            _ => None,
+        }
+    }
+}
+
+/// A certificate issued elsewhere, found in a file, a kubeconfig or a TLS endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedCertificate {
+    /// The certificate's fields, as for an issued one; `requester.protocol` is
+    /// [`Protocol::Observed`] and `requester.identity` the source.
+    pub certificate: NewCertificate,
+    /// Where it was found: `file:/etc/kubernetes/pki/apiserver.crt`, `kubeconfig:/etc/kubernetes/
+    /// admin.conf`, `tls:api.example.com:443`.
+    pub source: String,
+    /// What reports call it (kubeadm's names: `apiserver`, `etcd-server`, `admin.conf`…).
+    pub name: String,
+}
+
+/// What [`crate::Ledger::record_observed`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObserveOutcome {
+    /// Certificates seen for the first time.
+    pub inserted: u64,
+    /// Certificates already observed (their source and observation time were updated).
+    pub updated: u64,
+    /// Certificates this CA issued itself (already in the ledger; left as they are).
+    pub already_issued: u64,
+}
+
 /// A recorded certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRecord {
@@ -119,6 +176,18 @@ pub struct CertificateRecord {
     pub revoked_at: Option<i64>,
     /// RFC 5280 CRLReason code, if revoked.
     pub revocation_reason: Option<i32>,
+    /// Issued by us or observed.
+    pub origin: Origin,
+    /// Where an observed certificate was found.
+    pub source: Option<String>,
+    /// What reports call the certificate.
+    pub name: String,
+    /// SHA-256 of the DER (empty for rows recorded before fingerprints were kept).
+    pub fingerprint: Vec<u8>,
+    /// When a newer certificate for the same requester and names was recorded.
+    pub superseded_at: Option<i64>,
+    /// Last time an observed certificate was seen.
+    pub observed_at: Option<i64>,
 }
 
 /// Filters and pagination for expiry-ordered reads.
@@ -138,6 +207,19 @@ pub struct ExpiryQuery {
     pub include_revoked: bool,
     /// Only revoked certificates (for CRLs).
     pub revoked_only: bool,
+    /// Only issued or only observed certificates.
+    pub origin: Option<Origin>,
+    /// Skip certificates that a newer one for the same requester and names replaced. Reports set
+    /// this; CRLs must not (a renewed certificate that was revoked stays on the CRL).
+    pub exclude_superseded: bool,
+    /// Only SPIFFE IDs starting with this prefix (e.g. `spiffe://cluster.local/ns/payments/`).
+    pub spiffe_prefix: Option<String>,
+    /// Only certificates naming this DNS name, IP address, URI or e-mail (exact match), or with
+    /// this common name.
+    pub san: Option<String>,
+    /// Only certificates requested by this identity (ACME account URL, Vault auth identity,
+    /// observation source).
+    pub requester: Option<String>,
     /// Continue after this `(not_after, id)` position (cursor pagination).
     pub after: Option<(i64, i64)>,
     /// Page size; 0 means the default of 100.
@@ -156,12 +238,74 @@ impl ExpiryQuery {
 /// Columns in insert order; both backends bind values in this order.
 pub(crate) const INSERT_COLUMNS: &str = "serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
-     protocol, requester, namespace, service_account, requester_detail, request_id, created_at, der";
+     protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
+     der, origin, source, name, fingerprint, lineage, observed_at";
 
 pub(crate) const SELECT_COLUMNS: &str = "id, serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
      protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
-     revoked_at, revocation_reason, der";
+     revoked_at, revocation_reason, der, origin, source, name, fingerprint, superseded_at, \
+     observed_at";
+
+/// SHA-256 of a certificate's DER.
+pub(crate) fn fingerprint(der: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .to_vec()
+}
+
+/// What reports call an issued certificate: its common name, else its first SAN.
+pub(crate) fn display_name(c: &NewCertificate) -> String {
+    c.common_name
+        .iter()
+        .chain(&c.dns_names)
+        .chain(&c.spiffe_id)
+        .chain(&c.uris)
+        .chain(&c.ip_addresses)
+        .chain(&c.emails)
+        .find(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// "Same requester, same profile, same names": certificates of one lineage replace each other.
+/// The names are compared as a set, case-insensitively; the issuer is left out so a certificate
+/// from a rotated CA still replaces one from the old CA.
+pub(crate) fn issued_lineage(c: &NewCertificate) -> Vec<u8> {
+    let mut names: Vec<String> = c
+        .common_name
+        .iter()
+        .map(|n| format!("cn:{n}"))
+        .chain(c.dns_names.iter().map(|n| format!("dns:{n}")))
+        .chain(c.ip_addresses.iter().map(|n| format!("ip:{n}")))
+        .chain(c.uris.iter().map(|n| format!("uri:{n}")))
+        .chain(c.emails.iter().map(|n| format!("email:{n}")))
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    lineage_hash(&[
+        "issued",
+        &c.requester.identity,
+        &c.profile,
+        &names.join("\n"),
+    ])
+}
+
+/// Observed certificates replace each other when found at the same source with the same subject.
+pub(crate) fn observed_lineage(source: &str, subject: &str) -> Vec<u8> {
+    lineage_hash(&["observed", source, subject])
+}
+
+fn lineage_hash(parts: &[&str]) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    // 16 bytes are plenty to keep lineages apart and keep the index small.
+    ctx.finish().as_ref()[..16].to_vec()
+}
 
 /// A row as stored (JSON columns still encoded); decoded by [`RawRow::into_record`].
 #[derive(sqlx::FromRow)]
@@ -190,6 +334,12 @@ pub(crate) struct RawRow {
     revoked_at: Option<i64>,
     revocation_reason: Option<i32>,
     der: Option<Vec<u8>>,
+    origin: String,
+    source: Option<String>,
+    name: String,
+    fingerprint: Option<Vec<u8>>,
+    superseded_at: Option<i64>,
+    observed_at: Option<i64>,
 }
 
 fn json_list(column: &str, value: &str) -> Result<Vec<String>, crate::Error> {
@@ -207,6 +357,8 @@ impl RawRow {
             .ok_or_else(|| crate::Error::Corrupt(format!("protocol {:?}", self.protocol)))?;
         let detail: BTreeMap<String, String> = serde_json::from_str(&self.requester_detail)
             .map_err(|e| crate::Error::Corrupt(format!("requester_detail: {e}")))?;
+        let origin = Origin::parse(&self.origin)
+            .ok_or_else(|| crate::Error::Corrupt(format!("origin {:?}", self.origin)))?;
         Ok(CertificateRecord {
             id: self.id,
             certificate: NewCertificate {
@@ -236,6 +388,12 @@ impl RawRow {
             },
             revoked_at: self.revoked_at,
             revocation_reason: self.revocation_reason,
+            origin,
+            source: self.source,
+            name: self.name,
+            fingerprint: self.fingerprint.unwrap_or_default(),
+            superseded_at: self.superseded_at,
+            observed_at: self.observed_at,
         })
     }
 }

@@ -3,14 +3,39 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use crate::model::{INSERT_COLUMNS, SELECT_COLUMNS, to_json};
+use crate::model::{INSERT_COLUMNS, Origin, SELECT_COLUMNS, to_json};
+use crate::report::SnapshotQuery;
 use crate::{ExpiryQuery, NewCertificate};
+
+/// One row to insert: the certificate plus the columns derived from where it came from.
+pub(crate) struct InsertRow<'a> {
+    pub certificate: &'a NewCertificate,
+    pub origin: Origin,
+    pub source: Option<String>,
+    pub name: String,
+    pub lineage: Vec<u8>,
+    pub observed_at: Option<i64>,
+}
+
+impl<'a> InsertRow<'a> {
+    /// A certificate this CA issued.
+    pub fn issued(certificate: &'a NewCertificate) -> Self {
+        Self {
+            certificate,
+            origin: Origin::Issued,
+            source: None,
+            name: crate::model::display_name(certificate),
+            lineage: crate::model::issued_lineage(certificate),
+            observed_at: None,
+        }
+    }
+}
 
 /// Rows per multi-row INSERT; keeps bind parameters well under SQLite's 32,766 limit.
 pub(crate) const ROWS_PER_STATEMENT: usize = 400;
 
 /// `INSERT INTO certificates (…) VALUES (…), (…)` for up to [`ROWS_PER_STATEMENT`] rows.
-pub(crate) fn insert_certificates<DB>(rows: &[NewCertificate]) -> QueryBuilder<DB>
+pub(crate) fn insert_certificates<DB>(rows: &[InsertRow<'_>]) -> QueryBuilder<DB>
 where
     DB: Database,
     <DB as Database>::Arguments: Default,
@@ -18,9 +43,11 @@ where
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(format!("INSERT INTO certificates ({INSERT_COLUMNS}) "));
-    qb.push_values(rows, |mut b, c| {
+    qb.push_values(rows, |mut b, row| {
+        let c = row.certificate;
         b.push_bind(c.serial.clone())
             .push_bind(c.issuer_id.clone())
             .push_bind(c.profile.clone())
@@ -41,9 +68,49 @@ where
             .push_bind(to_json(&c.requester.detail))
             .push_bind(c.request_id.clone())
             .push_bind(c.created_at)
-            .push_bind(c.der.clone());
+            .push_bind(c.der.clone())
+            .push_bind(row.origin.as_str().to_owned())
+            .push_bind(row.source.clone())
+            .push_bind(row.name.clone())
+            .push_bind(crate::model::fingerprint(&c.der))
+            .push_bind(row.lineage.clone())
+            .push_bind(row.observed_at);
     });
     qb
+}
+
+/// Marks older certificates of the given lineages superseded by the newest one of each.
+pub(crate) fn supersede<DB>(lineages: &[Vec<u8>], now: i64) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("UPDATE certificates SET superseded_at = ");
+    qb.push_bind(now)
+        .push(" WHERE superseded_at IS NULL AND lineage IN (");
+    let mut list = qb.separated(", ");
+    for lineage in lineages {
+        list.push_bind(lineage.clone());
+    }
+    qb.push(
+        ") AND id < (SELECT max(newer.id) FROM certificates newer \
+         WHERE newer.lineage = certificates.lineage)",
+    );
+    qb
+}
+
+/// Escapes `%`, `_` and `\` for `LIKE … ESCAPE '\'`.
+fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// `SELECT … WHERE serial = ?`.
@@ -54,7 +121,7 @@ where
     Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {SELECT_COLUMNS} FROM certificates WHERE serial = "
+        "SELECT {SELECT_COLUMNS} FROM certificates WHERE origin = 'issued' AND serial = "
     ));
     qb.push_bind(serial.to_vec());
     qb
@@ -86,10 +153,36 @@ where
     if let Some(ns) = &q.namespace {
         qb.push(" AND namespace = ").push_bind(ns.clone());
     }
+    if let Some(origin) = q.origin {
+        qb.push(" AND origin = ")
+            .push_bind(origin.as_str().to_owned());
+    }
+    if let Some(prefix) = &q.spiffe_prefix {
+        qb.push(" AND spiffe_id LIKE ")
+            .push_bind(format!("{}%", like_literal(prefix)))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(san) = &q.san {
+        // List columns hold JSON arrays of strings: match the quoted JSON form of the value.
+        let pattern = format!("%{}%", like_literal(&to_json(san)));
+        qb.push(" AND (common_name = ").push_bind(san.clone());
+        for column in ["dns_names", "ip_addresses", "uris", "emails"] {
+            qb.push(format!(" OR {column} LIKE "))
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\'");
+        }
+        qb.push(")");
+    }
+    if let Some(requester) = &q.requester {
+        qb.push(" AND requester = ").push_bind(requester.clone());
+    }
     if q.revoked_only {
         qb.push(" AND revoked_at IS NOT NULL");
     } else if !q.include_revoked {
         qb.push(" AND revoked_at IS NULL");
+    }
+    if q.exclude_superseded {
+        qb.push(" AND superseded_at IS NULL");
     }
     if let Some((not_after, id)) = q.after {
         qb.push(" AND (not_after > ")
@@ -117,9 +210,85 @@ where
     qb.push_bind(revoked_at)
         .push(", revocation_reason = ")
         .push_bind(i64::from(reason))
-        .push(" WHERE serial = ")
+        .push(" WHERE origin = 'issued' AND serial = ")
         .push_bind(serial.to_vec())
         .push(" AND revoked_at IS NULL");
+    qb
+}
+
+/// Remaining-lifetime cells of the current, unexpired certificates (one grouped pass over the
+/// `certificates_current_not_after` partial index).
+pub(crate) fn lifetime_cells<DB>(now: i64, bounds: &[i64]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, ",
+    );
+    if bounds.is_empty() {
+        qb.push("CAST(0 AS BIGINT) AS bucket, ");
+    } else {
+        qb.push("CAST(CASE");
+        for (i, bound) in bounds.iter().enumerate() {
+            qb.push(" WHEN not_after - ")
+                .push_bind(now)
+                .push(" <= ")
+                .push_bind(*bound)
+                .push(format!(" THEN {i}"));
+        }
+        qb.push(format!(" ELSE {} END AS BIGINT) AS bucket, ", bounds.len()));
+    }
+    qb
+        .push("CAST(count(*) AS BIGINT) AS count, CAST(COALESCE(sum(not_after - ")
+        .push_bind(now)
+        .push("), 0) AS BIGINT) AS remaining_sum, min(not_after) AS earliest FROM certificates")
+        .push(" WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ")
+        .push_bind(now)
+        .push(" GROUP BY 1, 2, 3, 4, 5");
+    qb
+}
+
+/// Long-lived current certificates (expired ones within the grace period included), earliest
+/// expiry first, one more than the limit to detect truncation.
+pub(crate) fn tracked<DB>(q: &SnapshotQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, name, \
+         requester, not_after FROM certificates \
+         WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ",
+    );
+    qb.push_bind(q.now - q.tracked_expired_grace)
+        .push(" AND not_after - not_before > ")
+        .push_bind(q.tracked_min_lifetime)
+        .push(" ORDER BY not_after, id LIMIT ")
+        .push_bind(i64::from(q.tracked_limit) + 1);
+    qb
+}
+
+/// Totals over every row, for the summary.
+pub(crate) fn totals<DB>(now: i64) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "SELECT CAST(count(*) AS BIGINT) AS total, \
+         CAST(COALESCE(sum(CASE WHEN revoked_at IS NULL AND not_after < ",
+    );
+    qb.push_bind(now).push(
+        " THEN 1 ELSE 0 END), 0) AS BIGINT) AS expired, \
+         CAST(COALESCE(sum(CASE WHEN revoked_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS revoked, \
+         CAST(COALESCE(sum(CASE WHEN revoked_at IS NULL AND superseded_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS superseded, \
+         CAST(COALESCE(sum(CASE WHEN origin = 'observed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS observed \
+         FROM certificates",
+    );
     qb
 }
 
@@ -140,15 +309,86 @@ macro_rules! impl_ledger {
                 if batch.is_empty() {
                     return Ok(());
                 }
+                let rows: Vec<$crate::query::InsertRow<'_>> =
+                    batch.iter().map($crate::query::InsertRow::issued).collect();
+                let now = batch.iter().map(|c| c.created_at).max().unwrap_or_default();
                 let mut tx = self.certificate_pool().begin().await?;
-                for chunk in batch.chunks($crate::query::ROWS_PER_STATEMENT) {
+                for chunk in rows.chunks($crate::query::ROWS_PER_STATEMENT) {
                     $crate::query::insert_certificates::<$db>(chunk)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                    let lineages: Vec<Vec<u8>> = chunk.iter().map(|r| r.lineage.clone()).collect();
+                    $crate::query::supersede::<$db>(&lineages, now)
                         .build()
                         .execute(&mut *tx)
                         .await?;
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn record_observed(
+                &self,
+                batch: &[$crate::ObservedCertificate],
+                observed_at: i64,
+            ) -> Result<$crate::ObserveOutcome, $crate::Error> {
+                let mut outcome = $crate::ObserveOutcome::default();
+                let mut tx = self.certificate_pool().begin().await?;
+                for observed in batch {
+                    let c = &observed.certificate;
+                    let fingerprint = $crate::model::fingerprint(&c.der);
+                    // Ours already? (Compared by DER: rows from before fingerprints have none.)
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT der FROM certificates WHERE origin = 'issued' AND serial = ",
+                    );
+                    qb.push_bind(c.serial.clone());
+                    let ours: Option<(Option<Vec<u8>>,)> =
+                        qb.build_query_as().fetch_optional(&mut *tx).await?;
+                    if let Some((der,)) = ours
+                        && der.as_deref().is_none_or(|d| d == c.der.as_slice())
+                    {
+                        outcome.already_issued += 1;
+                        continue;
+                    }
+                    let lineage = $crate::model::observed_lineage(&observed.source, &c.subject);
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new("UPDATE certificates SET observed_at = ");
+                    qb.push_bind(observed_at)
+                        .push(", source = ")
+                        .push_bind(observed.source.clone())
+                        .push(", requester = ")
+                        .push_bind(c.requester.identity.clone())
+                        .push(", name = ")
+                        .push_bind(observed.name.clone())
+                        .push(", lineage = ")
+                        .push_bind(lineage.clone())
+                        .push(" WHERE origin = 'observed' AND fingerprint = ")
+                        .push_bind(fingerprint);
+                    if qb.build().execute(&mut *tx).await?.rows_affected() > 0 {
+                        outcome.updated += 1;
+                    } else {
+                        let row = $crate::query::InsertRow {
+                            certificate: c,
+                            origin: $crate::Origin::Observed,
+                            source: Some(observed.source.clone()),
+                            name: observed.name.clone(),
+                            lineage: lineage.clone(),
+                            observed_at: Some(observed_at),
+                        };
+                        $crate::query::insert_certificates::<$db>(std::slice::from_ref(&row))
+                            .build()
+                            .execute(&mut *tx)
+                            .await?;
+                        outcome.inserted += 1;
+                    }
+                    $crate::query::supersede::<$db>(&[lineage], observed_at)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(outcome)
             }
 
             async fn certificate_by_serial(
@@ -198,6 +438,45 @@ macro_rules! impl_ledger {
                     .execute(self.certificate_pool())
                     .await?
                     .rows_affected())
+            }
+
+            async fn summary(&self, now: i64) -> Result<$crate::LedgerSummary, $crate::Error> {
+                let mut qb = $crate::query::totals::<$db>(now);
+                let totals: $crate::report::RawTotals =
+                    qb.build_query_as().fetch_one(self.read_pool()).await?;
+                let mut qb = $crate::query::lifetime_cells::<$db>(now, &[]);
+                let cells: Vec<$crate::report::RawCell> =
+                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let cells = cells
+                    .into_iter()
+                    .map($crate::report::RawCell::into_cell)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok($crate::report::summarize(totals, cells))
+            }
+
+            async fn metrics_snapshot(
+                &self,
+                q: &$crate::SnapshotQuery,
+            ) -> Result<$crate::MetricsSnapshot, $crate::Error> {
+                let mut qb = $crate::query::lifetime_cells::<$db>(q.now, &q.bounds);
+                let cells: Vec<$crate::report::RawCell> =
+                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let mut qb = $crate::query::tracked::<$db>(q);
+                let tracked: Vec<$crate::report::RawTracked> =
+                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let tracked_truncated = tracked.len() > q.tracked_limit as usize;
+                Ok($crate::MetricsSnapshot {
+                    cells: cells
+                        .into_iter()
+                        .map($crate::report::RawCell::into_cell)
+                        .collect::<Result<_, _>>()?,
+                    tracked: tracked
+                        .into_iter()
+                        .take(q.tracked_limit as usize)
+                        .map($crate::report::RawTracked::into_tracked)
+                        .collect::<Result<_, _>>()?,
+                    tracked_truncated,
+                })
             }
 
             async fn ping(&self) -> Result<(), $crate::Error> {

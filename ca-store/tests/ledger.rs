@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ca_store::writer::LedgerWriter;
-use ca_store::{DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate, Protocol, Requester};
+use ca_store::{
+    DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate, ObserveOutcome, ObservedCertificate,
+    Protocol, Requester,
+};
 
 fn cert(serial: u32, not_after: i64, namespace: &str, profile: &str) -> NewCertificate {
     let mut detail = BTreeMap::new();
@@ -239,6 +242,384 @@ async fn retention_drops_der_but_keeps_rows(ledger: Arc<dyn Ledger>) {
     );
 }
 
+fn renewal(of: &NewCertificate, serial: u32, not_after: i64) -> NewCertificate {
+    let mut c = of.clone();
+    c.serial = [0x43, 0, 0, 0, 0]
+        .iter()
+        .copied()
+        .chain(serial.to_be_bytes())
+        .collect();
+    c.not_before = not_after - 86_400;
+    c.not_after = not_after;
+    c.der = vec![0x30, 0x04, 0x02, 0x02, 0x43, serial as u8];
+    c.created_at += 1;
+    c
+}
+
+async fn superseded_certificates_leave_reports(ledger: Arc<dyn Ledger>) {
+    let first = cert(700, 1_900_000_000, "renew", "tls-server");
+    let other = cert(701, 1_900_000_100, "renew", "tls-server");
+    ledger
+        .insert_certificates(&[first.clone(), other.clone()])
+        .await
+        .expect("insert");
+    // Same requester, profile and names (in another order, other case): a renewal.
+    let mut second = renewal(&first, 702, 1_900_500_000);
+    second.dns_names.reverse();
+    second.dns_names = second.dns_names.iter().map(|n| n.to_uppercase()).collect();
+    // Same names but another profile: not a renewal of `first`.
+    let mut client = renewal(&first, 703, 1_900_600_000);
+    client.profile = "tls-client".into();
+    ledger
+        .insert_certificates(&[second.clone(), client.clone()])
+        .await
+        .expect("insert renewal");
+    ledger
+        .revoke(&first.serial, 1_800_000_000, 4)
+        .await
+        .expect("revoke superseded");
+
+    let current = ledger
+        .expiring(&ExpiryQuery {
+            namespace: Some("renew".into()),
+            exclude_superseded: true,
+            limit: 100,
+            ..ExpiryQuery::default()
+        })
+        .await
+        .expect("current");
+    let serials: Vec<_> = current
+        .iter()
+        .map(|r| r.certificate.serial.clone())
+        .collect();
+    assert_eq!(
+        serials,
+        vec![
+            other.serial.clone(),
+            second.serial.clone(),
+            client.serial.clone()
+        ],
+        "the renewed certificate is not reported; other names and other profiles are"
+    );
+    let old = ledger
+        .certificate_by_serial(&first.serial)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(
+        old.superseded_at.is_some(),
+        "the old row is marked, not deleted"
+    );
+    // CRLs still list a revoked certificate after it was renewed.
+    let revoked = ledger
+        .expiring(&ExpiryQuery {
+            namespace: Some("renew".into()),
+            revoked_only: true,
+            limit: 100,
+            ..ExpiryQuery::default()
+        })
+        .await
+        .expect("revoked");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].certificate.serial, first.serial);
+}
+
+async fn report_filters(ledger: Arc<dyn Ledger>) {
+    let rows: Vec<NewCertificate> = (0..12u32)
+        .map(|i| {
+            cert(
+                800 + i,
+                1_950_000_000 + i64::from(i),
+                if i < 6 { "pay" } else { "web" },
+                "spiffe",
+            )
+        })
+        .collect();
+    ledger.insert_certificates(&rows).await.expect("insert");
+    let find = |q: ExpiryQuery| {
+        let ledger = Arc::clone(&ledger);
+        async move {
+            ledger
+                .expiring(&ExpiryQuery { limit: 100, ..q })
+                .await
+                .expect("query")
+                .into_iter()
+                .map(|r| r.certificate.common_name.unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        find(ExpiryQuery {
+            spiffe_prefix: Some("spiffe://cluster.local/ns/pay/".into()),
+            ..ExpiryQuery::default()
+        })
+        .await
+        .len(),
+        6
+    );
+    // `_` and `%` in a prefix are literal, not wildcards.
+    assert!(
+        find(ExpiryQuery {
+            spiffe_prefix: Some("spiffe://cluster.local/ns/pa_/".into()),
+            ..ExpiryQuery::default()
+        })
+        .await
+        .is_empty()
+    );
+    // SAN filters match whole names: svc-801 does not match svc-8010-style names.
+    assert_eq!(
+        find(ExpiryQuery {
+            san: Some("svc-801.pay.svc".into()),
+            ..ExpiryQuery::default()
+        })
+        .await,
+        vec!["svc-801".to_owned()]
+    );
+    assert_eq!(
+        find(ExpiryQuery {
+            san: Some("spiffe://cluster.local/ns/web/sa/svc-811".into()),
+            ..ExpiryQuery::default()
+        })
+        .await,
+        vec!["svc-811".to_owned()]
+    );
+    assert!(
+        find(ExpiryQuery {
+            san: Some("svc-80".into()),
+            ..ExpiryQuery::default()
+        })
+        .await
+        .is_empty(),
+        "no substring matches"
+    );
+    assert_eq!(
+        find(ExpiryQuery {
+            requester: Some("https://ca/acme/acct/1".into()),
+            namespace: Some("web".into()),
+            ..ExpiryQuery::default()
+        })
+        .await
+        .len(),
+        6
+    );
+    assert!(
+        find(ExpiryQuery {
+            origin: Some(ca_store::Origin::Observed),
+            namespace: Some("web".into()),
+            ..ExpiryQuery::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+fn observed(
+    source: &str,
+    name: &str,
+    serial: u32,
+    der_tag: u8,
+    not_after: i64,
+) -> ObservedCertificate {
+    let mut c = cert(serial, not_after, "kube-system", "tls-server");
+    c.requester = Requester::new(Protocol::Observed, source);
+    c.issuer_id = "kubernetes".into();
+    c.subject = format!("CN={name}");
+    c.der = vec![0x30, 0x03, 0x04, 0x01, der_tag];
+    ObservedCertificate {
+        certificate: c,
+        source: source.into(),
+        name: name.into(),
+    }
+}
+
+async fn observations_update_rather_than_duplicate(ledger: Arc<dyn Ledger>) {
+    let ours = cert(900, 1_960_000_000, "kube-system", "tls-server");
+    ledger
+        .insert_certificates(std::slice::from_ref(&ours))
+        .await
+        .expect("issue");
+    let apiserver = observed(
+        "file:/pki/apiserver.crt",
+        "apiserver",
+        901,
+        1,
+        1_960_000_000,
+    );
+    // Another CA's certificate whose serial equals one of ours: both are kept.
+    let mut colliding = observed(
+        "file:/pki/front-proxy-client.crt",
+        "front-proxy-client",
+        900,
+        2,
+        1_960_000_500,
+    );
+    colliding.certificate.serial = ours.serial.clone();
+    // Seeing our own certificate on an endpoint does not add a row.
+    let mut seen_ours = observed("tls:127.0.0.1:6443", "127.0.0.1:6443", 900, 0, 0);
+    seen_ours.certificate = ours.clone();
+
+    let first = ledger
+        .record_observed(
+            &[apiserver.clone(), colliding.clone(), seen_ours.clone()],
+            1_700_000_000,
+        )
+        .await
+        .expect("observe");
+    assert_eq!(
+        first,
+        ObserveOutcome {
+            inserted: 2,
+            updated: 0,
+            already_issued: 1
+        }
+    );
+    let again = ledger
+        .record_observed(&[apiserver.clone(), colliding.clone()], 1_700_000_600)
+        .await
+        .expect("observe again");
+    assert_eq!(
+        again,
+        ObserveOutcome {
+            inserted: 0,
+            updated: 2,
+            already_issued: 0
+        }
+    );
+
+    let observed_rows = ledger
+        .expiring(&ExpiryQuery {
+            origin: Some(ca_store::Origin::Observed),
+            limit: 100,
+            ..ExpiryQuery::default()
+        })
+        .await
+        .expect("observed");
+    assert_eq!(observed_rows.len(), 2, "no duplicates");
+    assert_eq!(observed_rows[0].name, "apiserver");
+    assert_eq!(
+        observed_rows[0].source.as_deref(),
+        Some("file:/pki/apiserver.crt")
+    );
+    assert_eq!(observed_rows[0].observed_at, Some(1_700_000_600));
+    assert_eq!(observed_rows[0].fingerprint.len(), 32);
+
+    // kubeadm renewed the file: the old certificate is superseded by the new one.
+    let renewed = observed(
+        "file:/pki/apiserver.crt",
+        "apiserver",
+        902,
+        3,
+        1_990_000_000,
+    );
+    ledger
+        .record_observed(std::slice::from_ref(&renewed), 1_700_001_000)
+        .await
+        .expect("observe renewal");
+    let current = ledger
+        .expiring(&ExpiryQuery {
+            origin: Some(ca_store::Origin::Observed),
+            exclude_superseded: true,
+            limit: 100,
+            ..ExpiryQuery::default()
+        })
+        .await
+        .expect("current");
+    let names: Vec<(&str, i64)> = current
+        .iter()
+        .map(|r| (r.name.as_str(), r.certificate.not_after))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("front-proxy-client", 1_960_000_500),
+            ("apiserver", 1_990_000_000)
+        ]
+    );
+    // Our own certificate is still found by serial, the observed namesake is not.
+    let by_serial = ledger
+        .certificate_by_serial(&ours.serial)
+        .await
+        .expect("read")
+        .expect("ours");
+    assert_eq!(by_serial.origin, ca_store::Origin::Issued);
+    assert_eq!(by_serial.certificate.der, ours.der);
+}
+
+async fn summary_and_metrics_snapshot(ledger: Arc<dyn Ledger>) {
+    let now = 1_800_000_000;
+    let mut rows = vec![
+        cert(1000, now + 3_600, "a", "spiffe"),      // ≤ 1 h left
+        cert(1001, now + 20 * 3_600, "a", "spiffe"), // ≤ 1 d
+        cert(1002, now + 20 * 86_400, "b", "tls-server"),
+        cert(1003, now - 10, "b", "tls-server"), // expired
+    ];
+    rows[2].not_before = now - 10 * 86_400; // 30-day lifetime: tracked
+    rows[3].not_before = now - 30 * 86_400;
+    let renewed = renewal(&rows[1], 1004, now + 23 * 3_600);
+    ledger.insert_certificates(&rows).await.expect("insert");
+    ledger
+        .insert_certificates(std::slice::from_ref(&renewed))
+        .await
+        .expect("renew");
+    ledger
+        .revoke(&rows[0].serial, now - 5, 1)
+        .await
+        .expect("revoke");
+
+    let summary = ledger.summary(now).await.expect("summary");
+    assert_eq!(summary.total, 5);
+    assert_eq!(summary.active, 2, "renewal and the tls-server certificate");
+    assert_eq!(summary.expired, 1);
+    assert_eq!(summary.revoked, 1);
+    assert_eq!(summary.superseded, 1);
+    assert_eq!(summary.earliest_not_after, Some(now + 23 * 3_600));
+    assert_eq!(summary.groups.len(), 2);
+
+    let snapshot = ledger
+        .metrics_snapshot(&ca_store::SnapshotQuery {
+            now,
+            bounds: vec![0, 3_600, 86_400, 7 * 86_400, 30 * 86_400],
+            tracked_min_lifetime: 3 * 86_400,
+            tracked_expired_grace: 86_400,
+            tracked_limit: 100,
+        })
+        .await
+        .expect("snapshot");
+    let mut cells: Vec<(String, usize, u64)> = snapshot
+        .cells
+        .iter()
+        .map(|c| (c.profile.clone(), c.bucket, c.count))
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        vec![("spiffe".to_owned(), 2, 1), ("tls-server".to_owned(), 4, 1)]
+    );
+    let spiffe = snapshot
+        .cells
+        .iter()
+        .find(|c| c.profile == "spiffe")
+        .expect("cell");
+    assert_eq!(spiffe.remaining_sum, 23 * 3_600);
+    // Both long-lived certificates, the expired one included (nobody renewed it).
+    let tracked: Vec<i64> = snapshot.tracked.iter().map(|t| t.not_after).collect();
+    assert_eq!(tracked, vec![now - 10, now + 20 * 86_400]);
+    assert_eq!(snapshot.tracked[1].name, "svc-1002");
+    assert!(!snapshot.tracked_truncated);
+    let capped = ledger
+        .metrics_snapshot(&ca_store::SnapshotQuery {
+            now,
+            bounds: vec![],
+            tracked_min_lifetime: 3 * 86_400,
+            tracked_expired_grace: 86_400,
+            tracked_limit: 1,
+        })
+        .await
+        .expect("capped");
+    assert_eq!(capped.tracked.len(), 1);
+    assert!(capped.tracked_truncated);
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Ledger>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = DatabaseUrl::sqlite_file(&dir.path().join("ledger.db"));
@@ -288,7 +669,11 @@ on_both_backends!(
     serials_are_unique,
     expiry_ordered_reads,
     group_commit_records_everything,
-    retention_drops_der_but_keeps_rows
+    retention_drops_der_but_keeps_rows,
+    superseded_certificates_leave_reports,
+    report_filters,
+    observations_update_rather_than_duplicate,
+    summary_and_metrics_snapshot,
 );
 
 #[tokio::test]

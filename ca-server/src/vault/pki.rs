@@ -349,19 +349,20 @@ pub async fn route(
         ["certs"] => {
             require(req.op, &[Operation::List])?;
             require_token(state, req).await?;
-            let rows = state
-                .store
-                .expiring(&ExpiryQuery {
-                    limit: 10_000,
-                    include_revoked: true,
-                    ..Default::default()
-                })
-                .await?;
-            let mut keys: Vec<String> = rows
-                .iter()
-                .filter(|r| r.certificate.issuer_id == ca.issuer_id())
-                .map(|r| colon_hex(&r.certificate.serial))
-                .collect();
+            let mut query = ExpiryQuery {
+                limit: 10_000,
+                include_revoked: true,
+                issuer_id: Some(ca.issuer_id().to_owned()),
+                origin: Some(ca_store::Origin::Issued),
+                ..Default::default()
+            };
+            let mut keys: Vec<String> = Vec::new();
+            loop {
+                let rows = state.store.expiring(&query).await?;
+                let Some(last) = rows.last() else { break };
+                query.after = Some((last.certificate.not_after, last.id));
+                keys.extend(rows.iter().map(|r| colon_hex(&r.certificate.serial)));
+            }
             keys.sort();
             list_response(keys)
         }
