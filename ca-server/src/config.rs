@@ -34,6 +34,10 @@ pub struct Config {
     pub acme: crate::acme::AcmeConfig,
     /// The Vault-compatible API.
     pub vault: crate::vault::VaultConfig,
+    /// `/metrics`.
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Ledger retention.
+    pub retention: RetentionConfig,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "crate::duration::serde_duration")]
     pub shutdown_grace: Duration,
@@ -51,6 +55,8 @@ impl Default for Config {
             ca: CaConfig::default(),
             acme: crate::acme::AcmeConfig::default(),
             vault: crate::vault::VaultConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
+            retention: RetentionConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -125,6 +131,31 @@ pub struct CaConfig {
     pub issuing_certificate_urls: Vec<String>,
     /// Per-profile `default` and `max` lifetimes, e.g. `[ca.lifetimes.spiffe] default = "1h"`.
     pub lifetimes: BTreeMap<Profile, Lifetime>,
+    /// The CRL is rebuilt this often (and at once after a revocation); it is valid for 24 hours.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub crl_refresh: Duration,
+}
+
+/// Ledger retention: expired certificates lose their DER (the row stays for reports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Certificates expired for longer than this lose their DER. `0s` turns the schedule off
+    /// (Vault's `tidy` still runs it on demand).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub drop_der_after: Duration,
+    /// How often the schedule runs.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            drop_der_after: Duration::from_secs(90 * 86_400),
+            interval: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 impl Default for CaConfig {
@@ -134,6 +165,7 @@ impl Default for CaConfig {
             crl_urls: Vec::new(),
             issuing_certificate_urls: Vec::new(),
             lifetimes: BTreeMap::new(),
+            crl_refresh: Duration::from_secs(3600),
         }
     }
 }

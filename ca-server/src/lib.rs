@@ -9,6 +9,7 @@ pub mod config;
 pub mod duration;
 pub mod http;
 pub mod issuer;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod server;

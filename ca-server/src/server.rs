@@ -41,7 +41,11 @@ impl Runtime {
             .context("loading the CA")?;
         tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?store.backend(), "CA loaded");
         Ok(Self {
-            issuance: Issuance::new(Arc::new(ca), writer.clone()),
+            issuance: Issuance::new(
+                Arc::new(ca),
+                writer.clone(),
+                crate::metrics::Metrics::new(),
+            ),
             store,
             writer,
         })
@@ -93,12 +97,27 @@ pub async fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
+    let mut background = vec![
+        tokio::spawn(http::crl::refresh_forever(
+            crl.clone(),
+            Arc::clone(runtime.issuance.ca()),
+            Arc::clone(&runtime.store),
+            config.ca.crl_refresh,
+        )),
+    ];
+    if !config.retention.drop_der_after.is_zero() {
+        background.push(tokio::spawn(retention_forever(
+            Arc::clone(&runtime.store),
+            config.retention.clone(),
+        )));
+    }
     let router = http::app(AppState {
         issuance: runtime.issuance.clone(),
         store: Arc::clone(&runtime.store),
         acme,
         vault,
         crl,
+        metrics: config.metrics.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -135,9 +154,27 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(task) = renewal {
         task.abort();
     }
+    for task in background {
+        task.abort();
+    }
     runtime.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Retention on a schedule: certificates expired for longer than `drop_der_after` lose their DER.
+async fn retention_forever(store: Arc<dyn ca_store::Store>, config: crate::config::RetentionConfig) {
+    let mut tick = tokio::time::interval(config.interval.max(std::time::Duration::from_secs(60)));
+    loop {
+        tick.tick().await;
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp()
+            - i64::try_from(config.drop_der_after.as_secs()).unwrap_or(i64::MAX / 2);
+        match store.forget_expired_der(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(certificates = n, "retention: dropped DER of long-expired certificates"),
+            Err(e) => tracing::warn!(error = %e, "retention run failed; retrying at the next interval"),
+        }
+    }
 }
 
 /// On first start, mints a root token for the Vault API and writes it to `<data-dir>/root-token`

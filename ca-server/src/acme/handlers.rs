@@ -841,12 +841,14 @@ pub(super) async fn finalize(
         }
     }
     let payload: Finalize = auth.json()?;
-    let der = b64url_decode(&payload.csr)
-        .ok_or_else(|| AcmeError::new(ProblemType::BadCsr, "csr is not base64url"))?;
-    let csr =
-        csr::parse_der(&der).map_err(|e| AcmeError::new(ProblemType::BadCsr, e.to_string()))?;
     let binding = binding_of(&state, &account).await?;
-    let request = certificate_request(&account, &order, &binding, csr)?;
+    let request = b64url_decode(&payload.csr)
+        .ok_or_else(|| AcmeError::new(ProblemType::BadCsr, "csr is not base64url"))
+        .and_then(|der| {
+            csr::parse_der(&der).map_err(|e| AcmeError::new(ProblemType::BadCsr, e.to_string()))
+        })
+        .and_then(|csr| certificate_request(&account, &order, &binding, csr))
+        .inspect_err(|_| state.inner.issuance.refused(Protocol::Acme, &order.profile))?;
 
     // Claim the order; a concurrent finalize loses and reports the order as it is.
     order.status = "processing".into();
@@ -885,6 +887,7 @@ pub(super) async fn finalize(
         }
         Err(IssueError::Rejected(detail))
         | Err(IssueError::Csr(csr::CsrError::Malformed(detail))) => {
+            state.inner.issuance.refused(Protocol::Acme, &order.profile);
             let problem = AcmeError::new(ProblemType::BadCsr, detail);
             order.status = "invalid".into();
             order.error = Some(problem.document().to_string());
@@ -1133,6 +1136,15 @@ async fn run_validation(
         None => Err(AcmeError::malformed("unknown challenge type")),
     };
     let problem = outcome.as_ref().err().map(|e| e.document());
+    let result = match &outcome {
+        Ok(()) => "valid",
+        Err(e) => e.kind.urn().rsplit(':').next().unwrap_or("unknown"),
+    };
+    state
+        .inner
+        .issuance
+        .metrics()
+        .validation(&challenge.kind, result);
     match &outcome {
         Ok(()) => {
             challenges[index].status = "valid".into();

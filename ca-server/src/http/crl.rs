@@ -1,6 +1,8 @@
 //! Serving CRLs: the issuing CA's revoked, unexpired certificates from the ledger, signed by the
-//! issuer on demand and cached briefly. A revocation on this replica shows at the next request;
-//! one on another replica within [`CACHE_FOR`].
+//! issuer and cached briefly. A revocation on this replica shows at the next request (and wakes
+//! [`refresh_forever`], which rebuilds at once); one on another replica within [`CACHE_FOR`].
+//! The refresher also rebuilds on a timer, so the CRL served (and its nextUpdate metric) never
+//! goes stale even when nobody asks for it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +36,26 @@ struct Built {
     der: Vec<u8>,
 }
 
+/// What the newest CRL says, for metrics.
+#[derive(Debug, Clone)]
+pub struct CrlStatus {
+    /// The issuer that signed it.
+    pub issuer_id: String,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
+    /// Revoked certificates listed.
+    pub entries: u64,
+}
+
 /// A per-process cache of the current CRL.
 #[derive(Clone, Default)]
 pub struct CrlCache {
     current: Arc<Mutex<Option<Built>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    status: Arc<std::sync::Mutex<Option<CrlStatus>>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for CrlCache {
@@ -52,6 +69,12 @@ impl CrlCache {
     pub fn invalidate(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// The newest CRL this process built, if any.
+    pub fn status(&self) -> Option<CrlStatus> {
+        self.status.lock().ok().and_then(|s| s.clone())
     }
 
     /// The current CRL (DER), rebuilt when stale.
@@ -87,11 +110,39 @@ impl CrlCache {
             }));
         }
         let der = ca.crl(&revoked, now, LIFETIME)?;
+        if let Ok(mut status) = self.status.lock() {
+            *status = Some(CrlStatus {
+                issuer_id: ca.issuer_id().to_owned(),
+                this_update: now.unix_timestamp(),
+                next_update: (now + LIFETIME).unix_timestamp(),
+                entries: revoked.len() as u64,
+            });
+        }
         *current = Some(Built {
             at: Instant::now(),
             generation,
             der: der.clone(),
         });
         Ok(der)
+    }
+}
+
+/// Rebuilds the CRL every `period`, and at once after a revocation on this replica. Failures are
+/// logged and retried at the next tick; the served CRL stays valid for [`LIFETIME`].
+pub async fn refresh_forever(
+    cache: CrlCache,
+    ca: Arc<CertificateAuthority>,
+    store: Arc<dyn Store>,
+    period: Duration,
+) {
+    loop {
+        match cache.der(&ca, &store).await {
+            Ok(_) => tracing::debug!("CRL rebuilt"),
+            Err(e) => tracing::warn!(error = %e, "rebuilding the CRL failed; retrying later"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = cache.changed.notified() => {}
+        }
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub vault: Option<crate::vault::VaultState>,
     /// The current CRL.
     pub crl: crl::CrlCache,
+    /// `/metrics` settings.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
@@ -52,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route(CHAIN_PATH, get(chain))
         .route(CRL_PATH, get(crl_der))
         .route("/crl.pem", get(crl_pem))
+        .route("/metrics", get(metrics))
         .with_state(state.clone());
     if let Some(acme) = state.acme {
         router = router.merge(crate::acme::router(acme));
@@ -100,6 +103,39 @@ fn pem_response(body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Prometheus scrape: event counters plus state read from the ledger now (OpenMetrics text).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let rendered = state
+        .issuance
+        .metrics()
+        .render(
+            &state.metrics,
+            state.issuance.ca(),
+            state.store.as_ref(),
+            state.crl.status(),
+        )
+        .await;
+    match rendered {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: reading the ledger failed");
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, "ledger unavailable\n").into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    }
 }
 
 async fn trust_bundle(State(state): State<AppState>) -> Response {

@@ -35,6 +35,7 @@ use time::OffsetDateTime;
 pub use csr::{CsrError, KeyAlgorithm, SubjectPublicKey, VerifiedCsr};
 pub use profile::Profile;
 
+use crate::metrics::{IssuanceResult, Metrics};
 use crate::names::normalize_dns_name;
 use crate::spiffe::SpiffeId;
 
@@ -681,6 +682,7 @@ fn authority_info_access(urls: &[String]) -> CustomExtension {
 pub struct Issuance {
     ca: Arc<CertificateAuthority>,
     ledger: LedgerWriter,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -693,8 +695,23 @@ impl std::fmt::Debug for Issuance {
 
 impl Issuance {
     /// Pairs a CA with the ledger's writer.
-    pub fn new(ca: Arc<CertificateAuthority>, ledger: LedgerWriter) -> Self {
-        Self { ca, ledger }
+    pub fn new(ca: Arc<CertificateAuthority>, ledger: LedgerWriter, metrics: Metrics) -> Self {
+        Self {
+            ca,
+            ledger,
+            metrics,
+        }
+    }
+
+    /// The process's event metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Counts a request refused before signing (policy, bad input) for `ca_issuance_total`.
+    pub fn refused(&self, protocol: ca_store::Protocol, profile: &str) {
+        self.metrics
+            .issuance(protocol, self.ca.issuer_id(), profile, IssuanceResult::Refused);
     }
 
     /// The CA.
@@ -709,11 +726,41 @@ impl Issuance {
         requester: &Requester,
         request_id: &str,
     ) -> Result<SignedCertificate, IssueError> {
+        let started = std::time::Instant::now();
+        let result = self.sign_and_record(req, requester, request_id).await;
+        let profile = req.profile.name();
+        // Refusals (Rejected, Csr) are counted by the protocol edge, which also sees the ones
+        // that never reach the CA.
+        let outcome = match &result {
+            Ok(_) => {
+                self.metrics
+                    .issuance_duration(requester.protocol, profile, started.elapsed());
+                Some(IssuanceResult::Issued)
+            }
+            Err(IssueError::Ledger(_) | IssueError::Signing(_)) => Some(IssuanceResult::Error),
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            self.metrics
+                .issuance(requester.protocol, self.ca.issuer_id(), profile, outcome);
+        }
+        result
+    }
+
+    async fn sign_and_record(
+        &self,
+        req: &CertificateRequest,
+        requester: &Requester,
+        request_id: &str,
+    ) -> Result<SignedCertificate, IssueError> {
         // A serial collision (UNIQUE violation) is retried with a fresh serial.
         for _ in 0..3 {
             let signed = self.ca.sign(req)?;
             let row = self.ledger_row(req, &signed, requester, request_id);
-            match self.ledger.record(row).await {
+            let started = std::time::Instant::now();
+            let recorded = self.ledger.record(row).await;
+            self.metrics.ledger_write(started.elapsed());
+            match recorded {
                 Ok(()) => return Ok(signed),
                 Err(ca_store::Error::AlreadyExists) => continue,
                 Err(e) => return Err(IssueError::Ledger(e)),

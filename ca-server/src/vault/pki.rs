@@ -601,7 +601,24 @@ enum Mode {
     Verbatim,
 }
 
+/// `sign`, `issue` and `sign-verbatim`; client errors count as refused issuances.
 async fn sign(
+    state: &VaultState,
+    req: &VaultRequest,
+    mount: &str,
+    role_name: &str,
+    mode: Mode,
+) -> Result<Response, VaultError> {
+    let result = sign_checked(state, req, mount, role_name, mode).await;
+    if let Err(e) = &result
+        && e.status.is_client_error()
+    {
+        state.issuance.refused(Protocol::Vault, "unknown");
+    }
+    result
+}
+
+async fn sign_checked(
     state: &VaultState,
     req: &VaultRequest,
     mount: &str,

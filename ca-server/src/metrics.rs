@@ -1,0 +1,518 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text).
+//!
+//! Two kinds, following cert-manager's model (`docs/metrics.md` lists every series):
+//!
+//! * **Events**, counted as they happen: issuances by protocol, profile and result, their latency,
+//!   ACME validations, ledger write latency. These live in [`Metrics`], shared by every handler
+//!   through [`crate::issuer::Issuance`].
+//! * **State**, computed at scrape time from the ledger and the loaded CA, so a renewed, revoked
+//!   or expired certificate's series disappears with it: our CA certificates' notAfter, one
+//!   notAfter series per current long-lived certificate keyed by requester and name (never by
+//!   serial or SAN), and for short-lived certificates only counts, earliest notAfter and a
+//!   remaining-lifetime histogram with the kube-apiserver's buckets. Cardinality is bounded by
+//!   [`MetricsConfig::tracked_limit`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ca_store::{MetricsSnapshot, Origin, Protocol, SnapshotQuery, Store};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet, text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+
+use crate::http::crl::CrlStatus;
+use crate::issuer::CertificateAuthority;
+
+/// Remaining-lifetime bucket bounds (seconds): the kube-apiserver's
+/// `apiserver_client_certificate_expiration_seconds` buckets, so the same
+/// `histogram_quantile(0.01, …)` alerts apply.
+pub const REMAINING_LIFETIME_BUCKETS: [i64; 14] = [
+    0,
+    1_800,
+    3_600,
+    7_200,
+    21_600,
+    43_200,
+    86_400,
+    172_800,
+    345_600,
+    604_800,
+    2_592_000,
+    7_776_000,
+    15_552_000,
+    31_104_000,
+];
+
+/// `[metrics]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Certificates whose lifetime is longer than this get their own notAfter series; shorter
+    /// ones (SPIFFE SVIDs, which rotate hourly) are only counted and bucketed.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub tracked_min_lifetime: Duration,
+    /// A tracked certificate nobody renewed stays visible this long after it expired.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub tracked_expired_grace: Duration,
+    /// At most this many per-certificate series (earliest expiry first).
+    pub tracked_limit: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            tracked_min_lifetime: Duration::from_secs(72 * 3600),
+            tracked_expired_grace: Duration::from_secs(30 * 86_400),
+            tracked_limit: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuanceLabels {
+    protocol: String,
+    issuer: String,
+    profile: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    protocol: String,
+    profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidationLabels {
+    r#type: String,
+    result: String,
+}
+
+/// Outcome of one issuance attempt, for `ca_issuance_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceResult {
+    /// Signed and recorded.
+    Issued,
+    /// Refused by policy or for bad input (the client's fault).
+    Refused,
+    /// Failed on our side (signing, the ledger).
+    Error,
+}
+
+impl IssuanceResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            IssuanceResult::Issued => "issued",
+            IssuanceResult::Refused => "refused",
+            IssuanceResult::Error => "error",
+        }
+    }
+}
+
+struct Events {
+    registry: Registry,
+    issuance: Family<IssuanceLabels, Counter>,
+    issuance_duration: Family<DurationLabels, Histogram>,
+    validations: Family<ValidationLabels, Counter>,
+    ledger_write: Histogram,
+}
+
+/// Event counters and histograms. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    events: Arc<Events>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Metrics {
+    /// A fresh set of counters (one per server process).
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let issuance = Family::<IssuanceLabels, Counter>::default();
+        registry.register(
+            "ca_issuance",
+            "Certificate requests by protocol, issuer, profile and result (issued, refused, error)",
+            issuance.clone(),
+        );
+        let issuance_duration =
+            Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(latency_buckets())
+            });
+        registry.register(
+            "ca_issuance_duration_seconds",
+            "Time to sign and durably record a certificate",
+            issuance_duration.clone(),
+        );
+        let validations = Family::<ValidationLabels, Counter>::default();
+        registry.register(
+            "ca_acme_challenge_validations",
+            "ACME challenge validations by type and result (valid, or the ACME problem type)",
+            validations.clone(),
+        );
+        let ledger_write = Histogram::new(latency_buckets());
+        registry.register(
+            "ca_ledger_write_duration_seconds",
+            "Time from handing a certificate to the ledger until it is committed",
+            ledger_write.clone(),
+        );
+        registry.register(
+            "ca_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            events: Arc::new(Events {
+                registry,
+                issuance,
+                issuance_duration,
+                validations,
+                ledger_write,
+            }),
+        }
+    }
+
+    /// Counts one issuance attempt.
+    pub fn issuance(
+        &self,
+        protocol: Protocol,
+        issuer: &str,
+        profile: &str,
+        result: IssuanceResult,
+    ) {
+        self.events
+            .issuance
+            .get_or_create(&IssuanceLabels {
+                protocol: protocol.as_str().to_owned(),
+                issuer: issuer.to_owned(),
+                profile: profile.to_owned(),
+                result: result.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long a successful issuance took.
+    pub fn issuance_duration(&self, protocol: Protocol, profile: &str, elapsed: Duration) {
+        self.events
+            .issuance_duration
+            .get_or_create(&DurationLabels {
+                protocol: protocol.as_str().to_owned(),
+                profile: profile.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one ledger commit as seen by the issuing request.
+    pub fn ledger_write(&self, elapsed: Duration) {
+        self.events.ledger_write.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one ACME validation: `result` is `valid` or the problem type's short name.
+    pub fn validation(&self, challenge_type: &str, result: &str) {
+        self.events
+            .validations
+            .get_or_create(&ValidationLabels {
+                r#type: challenge_type.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The full exposition: events, then state read from the ledger and the CA right now.
+    pub async fn render(
+        &self,
+        config: &MetricsConfig,
+        ca: &CertificateAuthority,
+        store: &dyn Store,
+        crl: Option<CrlStatus>,
+    ) -> Result<String, ca_store::Error> {
+        let started = Instant::now();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let snapshot = store
+            .metrics_snapshot(&SnapshotQuery {
+                now,
+                bounds: REMAINING_LIFETIME_BUCKETS.to_vec(),
+                tracked_min_lifetime: secs(config.tracked_min_lifetime),
+                tracked_expired_grace: secs(config.tracked_expired_grace),
+                tracked_limit: config.tracked_limit,
+            })
+            .await?;
+        let mut state = Registry::default();
+        state.register_collector(Box::new(StateCollector {
+            ca: ca_certificates(ca),
+            crl,
+            snapshot,
+            now,
+            query_seconds: started.elapsed().as_secs_f64(),
+        }));
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail; an encoder error would be a bug in label handling.
+        let encoded = text::encode_registry(&mut out, &self.events.registry)
+            .and_then(|()| text::encode_registry(&mut out, &state))
+            .and_then(|()| text::encode_eof(&mut out));
+        if encoded.is_err() {
+            tracing::error!("encoding metrics failed");
+        }
+        Ok(out)
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// One of our CA certificates, for `ca_issuer_not_after_timestamp_seconds`.
+#[derive(Debug)]
+struct CaCertificate {
+    issuer: String,
+    subject: String,
+    role: &'static str,
+    not_after: i64,
+}
+
+fn ca_certificates(ca: &CertificateAuthority) -> Vec<CaCertificate> {
+    let mut out = Vec::new();
+    let chain = ca.chain();
+    let roots = ca.roots();
+    for (i, der) in chain.iter().chain(roots.iter()).enumerate() {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            continue;
+        };
+        let subject = cert.subject().to_string();
+        if out.iter().any(|c: &CaCertificate| c.subject == subject) {
+            continue; // the root appears in the chain and among the roots
+        }
+        let role = if i == 0 {
+            "issuing"
+        } else if cert.subject() == cert.issuer() {
+            "root"
+        } else {
+            "intermediate"
+        };
+        out.push(CaCertificate {
+            issuer: ca.issuer_id().to_owned(),
+            subject,
+            role,
+            not_after: cert.validity().not_after.timestamp(),
+        });
+    }
+    out
+}
+
+/// Scrape-time series, built from one ledger snapshot.
+#[derive(Debug)]
+struct StateCollector {
+    ca: Vec<CaCertificate>,
+    crl: Option<CrlStatus>,
+    snapshot: MetricsSnapshot,
+    now: i64,
+    query_seconds: f64,
+}
+
+fn origin(o: Origin) -> &'static str {
+    o.as_str()
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = encoder.encode_descriptor(
+                "ca_issuer_not_after_timestamp_seconds",
+                "notAfter of this server's CA certificates (issuing, intermediates, root)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in &self.ca {
+                let labels = [
+                    ("issuer", c.issuer.as_str()),
+                    ("subject", c.subject.as_str()),
+                    ("role", c.role),
+                ];
+                m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
+            }
+        }
+        if let Some(crl) = &self.crl {
+            let labels = [("issuer", crl.issuer_id.as_str())];
+            let mut m = encoder.encode_descriptor(
+                "ca_crl_next_update_timestamp_seconds",
+                "nextUpdate of the newest CRL this replica built",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&labels)?.encode_gauge(&crl.next_update)?;
+            let mut m = encoder.encode_descriptor(
+                "ca_crl_this_update_timestamp_seconds",
+                "thisUpdate of the newest CRL this replica built",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&labels)?.encode_gauge(&crl.this_update)?;
+            let mut m = encoder.encode_descriptor(
+                "ca_crl_entries",
+                "Revoked certificates listed in the newest CRL",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&labels)?.encode_gauge(&crl.entries)?;
+        }
+
+        // Long-lived current certificates: one series each, keyed by requester and name. Two
+        // certificates with the same labels (same name, other SANs) report the earlier expiry.
+        {
+            let mut m = encoder.encode_descriptor(
+                "ca_certificate_not_after_timestamp_seconds",
+                "notAfter of each current long-lived certificate (not renewed, not revoked), by requester and name",
+                None,
+                MetricType::Gauge,
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            for t in &self.snapshot.tracked {
+                let labels = [
+                    ("origin", origin(t.origin)),
+                    ("issuer", t.issuer_id.as_str()),
+                    ("profile", t.profile.as_str()),
+                    ("namespace", t.namespace.as_str()),
+                    ("name", t.name.as_str()),
+                    ("requester", t.requester.as_str()),
+                ];
+                if seen.insert(labels) {
+                    m.encode_family(&labels)?.encode_gauge(&t.not_after)?;
+                }
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "ca_certificate_series_truncated",
+            "1 when more long-lived certificates exist than [metrics] tracked_limit allows",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&i64::from(self.snapshot.tracked_truncated))?;
+
+        // Aggregates over all current, unexpired certificates.
+        let mut groups: std::collections::BTreeMap<(&str, &str, &str, &str), (u64, i64)> =
+            Default::default();
+        let mut histograms: std::collections::BTreeMap<(&str, &str, &str), (Vec<u64>, i64)> =
+            Default::default();
+        for cell in &self.snapshot.cells {
+            let g = groups
+                .entry((
+                    origin(cell.origin),
+                    cell.issuer_id.as_str(),
+                    cell.profile.as_str(),
+                    cell.namespace.as_str(),
+                ))
+                .or_insert((0, i64::MAX));
+            g.0 += cell.count;
+            g.1 = g.1.min(cell.earliest_not_after);
+            let h = histograms
+                .entry((
+                    origin(cell.origin),
+                    cell.issuer_id.as_str(),
+                    cell.profile.as_str(),
+                ))
+                .or_insert_with(|| (vec![0; REMAINING_LIFETIME_BUCKETS.len() + 1], 0));
+            if let Some(slot) = h.0.get_mut(cell.bucket) {
+                *slot += cell.count;
+            }
+            h.1 += cell.remaining_sum;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ca_certificates_active",
+                "Current, unexpired certificates (not renewed, not revoked)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((o, issuer, profile, namespace), (count, _)) in &groups {
+                let labels = [
+                    ("origin", *o),
+                    ("issuer", *issuer),
+                    ("profile", *profile),
+                    ("namespace", *namespace),
+                ];
+                m.encode_family(&labels)?.encode_gauge(count)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ca_certificate_earliest_not_after_timestamp_seconds",
+                "Earliest notAfter among current, unexpired certificates",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((o, issuer, profile, namespace), (_, earliest)) in &groups {
+                let labels = [
+                    ("origin", *o),
+                    ("issuer", *issuer),
+                    ("profile", *profile),
+                    ("namespace", *namespace),
+                ];
+                m.encode_family(&labels)?.encode_gauge(earliest)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ca_certificate_remaining_lifetime_seconds",
+                "Remaining lifetime of current, unexpired certificates (kube-apiserver buckets)",
+                None,
+                MetricType::Histogram,
+            )?;
+            for ((o, issuer, profile), (counts, sum)) in &histograms {
+                let labels = [("origin", *o), ("issuer", *issuer), ("profile", *profile)];
+                let mut cumulative = 0u64;
+                let mut buckets = Vec::with_capacity(counts.len());
+                for (i, count) in counts.iter().enumerate() {
+                    cumulative += count;
+                    let bound = REMAINING_LIFETIME_BUCKETS
+                        .get(i)
+                        .map_or(f64::INFINITY, |b| *b as f64);
+                    buckets.push((bound, cumulative));
+                }
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    *sum as f64,
+                    cumulative,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "ca_metrics_ledger_query_seconds",
+            "Time this scrape spent reading the ledger",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&self.query_seconds)?;
+        let mut m = encoder.encode_descriptor(
+            "ca_metrics_scrape_timestamp_seconds",
+            "When this scrape read the ledger",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&self.now)?;
+        Ok(())
+    }
+}
