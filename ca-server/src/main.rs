@@ -3,10 +3,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ca_server::config::{Config, LogFormat};
-use ca_server::issuer::{CertificateRequest, Profile, Subject, csr, hierarchy};
+use ca_server::issuer::{
+    CertificateAuthority, CertificateRequest, Profile, Subject, csr, hierarchy,
+};
+use ca_server::report;
 use ca_server::server::{Runtime, serve};
 use ca_store::{Protocol, Requester};
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +65,66 @@ enum Command {
     /// ACME administration.
     #[command(subcommand)]
     Acme(AcmeCommand),
+    /// Expiry reports over the ledger, and observed certificates.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Current certificates expiring within a window (default 30 days), earliest first.
+    Expiring(ReportArgs),
+    /// Certificates matching the filters, earliest expiry first (no window by default).
+    Search(ReportArgs),
+    /// One certificate by serial (hex, colons optional).
+    Show(ShowArgs),
+    /// Counts by state, and active certificates by origin, issuer, profile and namespace.
+    Stats(StatsArgs),
+    /// Record certificates issued elsewhere: files, directories (e.g. /etc/kubernetes/pki),
+    /// kubeconfigs, and `tls:host:port` endpoints. Re-observing updates rather than duplicates.
+    Observe(ObserveArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    filters: ca_server::report::Filters,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Output,
+    /// At most this many certificates.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// Serial number in hex (`1a:2b:…` or `1A2B…`).
+    serial: String,
+    /// Print the certificate as PEM instead of its details.
+    #[arg(long)]
+    pem: bool,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Output format (table or json).
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Args)]
+struct ObserveArgs {
+    /// Files, directories, kubeconfigs, or `tls:host:port`.
+    #[arg(required = true)]
+    targets: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +200,17 @@ struct InitArgs {
 enum CertCommand {
     /// Sign a CSR as the operator and record it in the ledger. Names default to the CSR's.
     Sign(SignArgs),
+    /// Revoke a certificate we issued; the next CRL lists it.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    /// Serial number in hex (`1a:2b:…` or `1A2B…`).
+    serial: String,
+    /// RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation…).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=10))]
+    reason: i32,
 }
 
 #[derive(Args)]
@@ -251,6 +326,187 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Init(args) => init(&config, args),
         Command::Cert(CertCommand::Sign(args)) => sign(&config, args).await,
         Command::Acme(AcmeCommand::Eab(cmd)) => eab(&config, cmd).await,
+        Command::Cert(CertCommand::Revoke(args)) => revoke(&config, args).await,
+        Command::Ledger(cmd) => ledger(&config, cmd).await,
+    }
+}
+
+async fn revoke(config: &Config, args: RevokeArgs) -> Result<()> {
+    let serial = report::parse_serial(&args.serial)
+        .with_context(|| format!("{:?} is not a hex serial number", args.serial))?;
+    if args.reason == 7 {
+        bail!("reason 7 is unused in RFC 5280");
+    }
+    let store = ca_store::open(&config.database_url()).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let result = store.revoke(&serial, now, args.reason).await;
+    store.close().await;
+    if result? {
+        println!("revoked {}", report::colon_hex(&serial));
+        Ok(())
+    } else {
+        bail!(
+            "no unrevoked certificate with serial {} was issued here",
+            report::colon_hex(&serial)
+        )
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn ledger(config: &Config, cmd: LedgerCommand) -> Result<()> {
+    let store = ca_store::open(&config.database_url()).await?;
+    // The CA files name our issuer in reports; a ledger-only host (no CA files) still works.
+    let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings()).ok();
+    let names = ca.as_ref().map(report::ca_names).unwrap_or_default();
+    let authorities = |now| {
+        ca.as_ref()
+            .map(|ca| report::authorities(ca, now))
+            .unwrap_or_default()
+    };
+    let result = async {
+        match cmd {
+            LedgerCommand::Expiring(mut args) => {
+                args.filters
+                    .within
+                    .get_or_insert(Duration::from_secs(30 * 86_400));
+                let now = now();
+                let items = report_items(store.as_ref(), &args, now, &names).await?;
+                print_report(&items, &authorities(now), args.output);
+            }
+            LedgerCommand::Search(args) => {
+                let now = now();
+                let items = report_items(store.as_ref(), &args, now, &names).await?;
+                print_report(&items, &[], args.output);
+            }
+            LedgerCommand::Show(args) => {
+                let serial = report::parse_serial(&args.serial)
+                    .with_context(|| format!("{:?} is not a hex serial number", args.serial))?;
+                let rows = store
+                    .expiring(&ca_store::ExpiryQuery {
+                        serial: Some(serial),
+                        include_revoked: true,
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .await?;
+                if rows.is_empty() {
+                    bail!("no certificate with serial {} in the ledger", args.serial);
+                }
+                let now = now();
+                for row in rows {
+                    if args.pem {
+                        if row.certificate.der.is_empty() {
+                            bail!("the certificate's DER was dropped by retention");
+                        }
+                        print!(
+                            "{}",
+                            hierarchy::pem_block("CERTIFICATE", &row.certificate.der)
+                        );
+                    } else {
+                        let item = report::item(&row, now, &names);
+                        println!("{}", serde_json::to_string_pretty(&item)?);
+                    }
+                }
+            }
+            LedgerCommand::Stats(args) => {
+                let summary = store.summary(now()).await?;
+                match args.output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+                    Output::Table | Output::Csv => print_stats(&summary, &names),
+                }
+            }
+            LedgerCommand::Observe(args) => {
+                let now = now();
+                let found = ca_server::observe::collect(&args.targets, now).await;
+                for problem in &found.problems {
+                    eprintln!("warning: {problem}");
+                }
+                let outcome = store.record_observed(&found.certificates, now).await?;
+                println!(
+                    "observed {} certificates: {} new, {} updated, {} issued by this CA",
+                    found.certificates.len(),
+                    outcome.inserted,
+                    outcome.updated,
+                    outcome.already_issued
+                );
+                if found.certificates.is_empty() && !found.problems.is_empty() {
+                    bail!("nothing could be observed");
+                }
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+async fn report_items(
+    store: &dyn ca_store::Store,
+    args: &ReportArgs,
+    now: i64,
+    names: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<report::Item>> {
+    let mut query = args.filters.to_query(now);
+    query.limit = 1000;
+    let mut items = Vec::new();
+    while items.len() < args.limit {
+        let rows = store.expiring(&query).await?;
+        let Some(last) = rows.last() else { break };
+        query.after = Some((last.certificate.not_after, last.id));
+        items.extend(rows.iter().map(|r| report::item(r, now, names)));
+    }
+    items.truncate(args.limit);
+    Ok(items)
+}
+
+fn print_report(items: &[report::Item], authorities: &[report::AuthorityItem], output: Output) {
+    match output {
+        Output::Table => print!("{}", report::table(items, authorities)),
+        Output::Csv => print!("{}", report::csv(items)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(items, authorities)).unwrap_or_default()
+        ),
+    }
+}
+
+fn print_stats(s: &ca_store::LedgerSummary, names: &std::collections::BTreeMap<String, String>) {
+    println!("total        {}", s.total);
+    println!("active       {}", s.active);
+    println!("expired      {}", s.expired);
+    println!("revoked      {}", s.revoked);
+    println!("superseded   {}", s.superseded);
+    println!("observed     {}", s.observed);
+    if let Some(t) = s.earliest_not_after {
+        println!(
+            "earliest     {} ({})",
+            report::kubeadm_date(t),
+            report::residual(t - now())
+        );
+    }
+    println!();
+    println!(
+        "{:<9} {:<28} {:<18} {:<20} {:>8}   EARLIEST EXPIRY",
+        "ORIGIN", "ISSUER", "PROFILE", "NAMESPACE", "ACTIVE"
+    );
+    for g in &s.groups {
+        println!(
+            "{:<9} {:<28} {:<18} {:<20} {:>8}   {}",
+            g.origin.as_str(),
+            names.get(&g.issuer_id).unwrap_or(&g.issuer_id),
+            g.profile,
+            if g.namespace.is_empty() {
+                "-"
+            } else {
+                &g.namespace
+            },
+            g.active,
+            report::kubeadm_date(g.earliest_not_after)
+        );
     }
 }
 

@@ -33,20 +33,8 @@ use crate::issuer::CertificateAuthority;
 /// `apiserver_client_certificate_expiration_seconds` buckets, so the same
 /// `histogram_quantile(0.01, …)` alerts apply.
 pub const REMAINING_LIFETIME_BUCKETS: [i64; 14] = [
-    0,
-    1_800,
-    3_600,
-    7_200,
-    21_600,
-    43_200,
-    86_400,
-    172_800,
-    345_600,
-    604_800,
-    2_592_000,
-    7_776_000,
-    15_552_000,
-    31_104_000,
+    0, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400, 172_800, 345_600, 604_800, 2_592_000,
+    7_776_000, 15_552_000, 31_104_000,
 ];
 
 /// `[metrics]` settings.
@@ -158,10 +146,9 @@ impl Metrics {
             "Certificate requests by protocol, issuer, profile and result (issued, refused, error)",
             issuance.clone(),
         );
-        let issuance_duration =
-            Family::<DurationLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(latency_buckets())
-            });
+        let issuance_duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register(
             "ca_issuance_duration_seconds",
             "Time to sign and durably record a certificate",

@@ -41,11 +41,7 @@ impl Runtime {
             .context("loading the CA")?;
         tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?store.backend(), "CA loaded");
         Ok(Self {
-            issuance: Issuance::new(
-                Arc::new(ca),
-                writer.clone(),
-                crate::metrics::Metrics::new(),
-            ),
+            issuance: Issuance::new(Arc::new(ca), writer.clone(), crate::metrics::Metrics::new()),
             store,
             writer,
         })
@@ -97,14 +93,12 @@ pub async fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
-    let mut background = vec![
-        tokio::spawn(http::crl::refresh_forever(
-            crl.clone(),
-            Arc::clone(runtime.issuance.ca()),
-            Arc::clone(&runtime.store),
-            config.ca.crl_refresh,
-        )),
-    ];
+    let mut background = vec![tokio::spawn(http::crl::refresh_forever(
+        crl.clone(),
+        Arc::clone(runtime.issuance.ca()),
+        Arc::clone(&runtime.store),
+        config.ca.crl_refresh,
+    ))];
     if !config.retention.drop_der_after.is_zero() {
         background.push(tokio::spawn(retention_forever(
             Arc::clone(&runtime.store),
@@ -163,7 +157,10 @@ pub async fn serve(config: Config) -> Result<()> {
 }
 
 /// Retention on a schedule: certificates expired for longer than `drop_der_after` lose their DER.
-async fn retention_forever(store: Arc<dyn ca_store::Store>, config: crate::config::RetentionConfig) {
+async fn retention_forever(
+    store: Arc<dyn ca_store::Store>,
+    config: crate::config::RetentionConfig,
+) {
     let mut tick = tokio::time::interval(config.interval.max(std::time::Duration::from_secs(60)));
     loop {
         tick.tick().await;
@@ -171,8 +168,13 @@ async fn retention_forever(store: Arc<dyn ca_store::Store>, config: crate::confi
             - i64::try_from(config.drop_der_after.as_secs()).unwrap_or(i64::MAX / 2);
         match store.forget_expired_der(cutoff).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(certificates = n, "retention: dropped DER of long-expired certificates"),
-            Err(e) => tracing::warn!(error = %e, "retention run failed; retrying at the next interval"),
+            Ok(n) => tracing::info!(
+                certificates = n,
+                "retention: dropped DER of long-expired certificates"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "retention run failed; retrying at the next interval")
+            }
         }
     }
 }

@@ -220,6 +220,8 @@ pub struct ExpiryQuery {
     /// Only certificates requested by this identity (ACME account URL, Vault auth identity,
     /// observation source).
     pub requester: Option<String>,
+    /// Only this serial (issued and observed certificates may share one).
+    pub serial: Option<Vec<u8>>,
     /// Continue after this `(not_after, id)` position (cursor pagination).
     pub after: Option<(i64, i64)>,
     /// Page size; 0 means the default of 100.

@@ -134,6 +134,7 @@ where
     <DB as Database>::Arguments: Default,
     String: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(format!(
         "SELECT {SELECT_COLUMNS} FROM certificates WHERE 1=1"
@@ -172,6 +173,9 @@ where
                 .push(" ESCAPE '\\'");
         }
         qb.push(")");
+    }
+    if let Some(serial) = &q.serial {
+        qb.push(" AND serial = ").push_bind(serial.clone());
     }
     if let Some(requester) = &q.requester {
         qb.push(" AND requester = ").push_bind(requester.clone());
@@ -240,8 +244,7 @@ where
         }
         qb.push(format!(" ELSE {} END AS BIGINT) AS bucket, ", bounds.len()));
     }
-    qb
-        .push("CAST(count(*) AS BIGINT) AS count, CAST(COALESCE(sum(not_after - ")
+    qb.push("CAST(count(*) AS BIGINT) AS count, CAST(COALESCE(sum(not_after - ")
         .push_bind(now)
         .push("), 0) AS BIGINT) AS remaining_sum, min(not_after) AS earliest FROM certificates")
         .push(" WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ")

@@ -710,8 +710,12 @@ impl Issuance {
 
     /// Counts a request refused before signing (policy, bad input) for `ca_issuance_total`.
     pub fn refused(&self, protocol: ca_store::Protocol, profile: &str) {
-        self.metrics
-            .issuance(protocol, self.ca.issuer_id(), profile, IssuanceResult::Refused);
+        self.metrics.issuance(
+            protocol,
+            self.ca.issuer_id(),
+            profile,
+            IssuanceResult::Refused,
+        );
     }
 
     /// The CA.

@@ -374,6 +374,9 @@ async fn route(state: &VaultState, req: VaultRequest) -> Result<Response, VaultE
         let rest = path[mount.len()..].trim_start_matches('/').to_owned();
         return pki::route(state, &req, &mount, &rest).await;
     }
+    if path.starts_with("ledger/") {
+        return crate::report::http::route(state, &req).await;
+    }
     Err(VaultError::no_route(&path))
 }
 
