@@ -106,11 +106,16 @@ fn default_name(path: &Path, root: &Path) -> String {
         return file_name.to_owned();
     }
     let relative = path.strip_prefix(root).unwrap_or(path).with_extension("");
-    relative
+    let parts: Vec<&str> = relative
         .components()
         .filter_map(|c| c.as_os_str().to_str())
-        .collect::<Vec<_>>()
-        .join("-")
+        .collect();
+    // Observing /etc/kubernetes names pki/apiserver.crt `apiserver`, as kubeadm does.
+    let parts = match parts.split_first() {
+        Some((&"pki", rest)) if !rest.is_empty() => rest,
+        _ => &parts[..],
+    };
+    parts.join("-")
 }
 
 fn file(path: &Path, name: &str, found: &mut Found, now: i64) {

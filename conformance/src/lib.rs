@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod env;
+pub mod kubeadm;
 pub mod kubernetes;
 pub mod openssl;
 pub mod postgres;
