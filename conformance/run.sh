@@ -25,6 +25,7 @@ command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v lego >/dev/null || need_pkgs+=(lego)
 command -v pebble-challtestsrv >/dev/null || need_pkgs+=(pebble)
+command -v promtool >/dev/null || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing ${need_pkgs[*]}"
@@ -34,14 +35,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# --- certbot from PyPI in a virtual environment (kept in target/ between runs) ---------------
+# --- certbot, hvac and pkilint from PyPI in a virtual environment (kept in target/) ----------
 venv="$root/target/conformance-venv"
-if [ ! -x "$venv/bin/certbot" ] || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
-  say "installing certbot and hvac into $venv"
+if [ ! -x "$venv/bin/certbot" ] || [ ! -x "$venv/bin/lint_crl" ] \
+   || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
+  say "installing certbot, hvac and pkilint into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot hvac
+  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot hvac pkilint
 fi
 export CA_TEST_CERTBOT="$venv/bin/certbot"
+export CA_TEST_LINT_CRL="$venv/bin/lint_crl"
 
 # --- An ephemeral PostgreSQL for the whole run ----------------------------------------------
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)

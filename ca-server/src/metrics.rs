@@ -376,6 +376,7 @@ impl Collector for StateCollector {
                 MetricType::Gauge,
             )?;
             let mut seen = std::collections::HashSet::new();
+            let mut not_before = Vec::new();
             for t in &self.snapshot.tracked {
                 let labels = [
                     ("origin", origin(t.origin)),
@@ -387,7 +388,17 @@ impl Collector for StateCollector {
                 ];
                 if seen.insert(labels) {
                     m.encode_family(&labels)?.encode_gauge(&t.not_after)?;
+                    not_before.push((labels, t.not_before));
                 }
+            }
+            let mut m = encoder.encode_descriptor(
+                "ca_certificate_not_before_timestamp_seconds",
+                "notBefore of the same certificates (lifetime = notAfter - notBefore)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, value) in &not_before {
+                m.encode_family(labels)?.encode_gauge(value)?;
             }
         }
         let mut m = encoder.encode_descriptor(

@@ -263,7 +263,7 @@ where
 {
     let mut qb = QueryBuilder::new(
         "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, name, \
-         requester, not_after FROM certificates \
+         requester, not_before, not_after FROM certificates \
          WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ",
     );
     qb.push_bind(q.now - q.tracked_expired_grace)

@@ -81,6 +81,8 @@ pub struct TrackedCertificate {
     pub name: String,
     /// Who asked (or where it was observed).
     pub requester: String,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
 }
@@ -132,6 +134,7 @@ pub(crate) struct RawTracked {
     pub namespace: String,
     pub name: String,
     pub requester: String,
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -176,6 +179,7 @@ impl RawTracked {
             namespace: self.namespace,
             name: self.name,
             requester: self.requester,
+            not_before: self.not_before,
             not_after: self.not_after,
         })
     }
