@@ -96,7 +96,7 @@ where
     }
     qb.push(
         ") AND id < (SELECT max(newer.id) FROM certificates newer \
-         WHERE newer.lineage = certificates.lineage)",
+         WHERE newer.lineage = certificates.lineage AND newer.superseded_at IS NULL)",
     );
     qb
 }
@@ -461,12 +461,16 @@ macro_rules! impl_ledger {
                 &self,
                 q: &$crate::SnapshotQuery,
             ) -> Result<$crate::MetricsSnapshot, $crate::Error> {
-                let mut qb = $crate::query::lifetime_cells::<$db>(q.now, &q.bounds);
-                let cells: Vec<$crate::report::RawCell> =
-                    qb.build_query_as().fetch_all(self.read_pool()).await?;
-                let mut qb = $crate::query::tracked::<$db>(q);
-                let tracked: Vec<$crate::report::RawTracked> =
-                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                // Two readers at once: the grouped pass and the per-certificate list.
+                let mut cells_qb = $crate::query::lifetime_cells::<$db>(q.now, &q.bounds);
+                let mut tracked_qb = $crate::query::tracked::<$db>(q);
+                let (cells, tracked): (
+                    Vec<$crate::report::RawCell>,
+                    Vec<$crate::report::RawTracked>,
+                ) = tokio::try_join!(
+                    cells_qb.build_query_as().fetch_all(self.read_pool()),
+                    tracked_qb.build_query_as().fetch_all(self.read_pool()),
+                )?;
                 let tracked_truncated = tracked.len() > q.tracked_limit as usize;
                 Ok($crate::MetricsSnapshot {
                     cells: cells
