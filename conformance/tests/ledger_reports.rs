@@ -68,10 +68,14 @@ fn cli_sign(data: &Path, dir: &Path, name: &str, args: &[&str]) -> String {
         .trim()
         .trim_start_matches("serial=")
         .to_ascii_lowercase();
-    let bytes: Vec<String> = (0..hex.len())
+    let mut bytes: Vec<String> = (0..hex.len())
         .step_by(2)
         .map(|i| hex[i..i + 2].to_owned())
         .collect();
+    // openssl prints the DER integer, sign byte included; the ledger stores the magnitude.
+    while bytes.len() > 1 && bytes[0] == "00" {
+        bytes.remove(0);
+    }
     bytes.join(":")
 }
 
@@ -473,7 +477,7 @@ async fn ledger_api_metrics_revocation_and_crl() {
     let r = api
         .call(
             "GET",
-            "ledger/certificates?within=720h",
+            "ledger/certificates?within=744h",
             Some(&reader),
             None,
         )
@@ -485,7 +489,10 @@ async fn ledger_api_metrics_revocation_and_crl() {
         .expect("certificates")
         .clone();
     let serials: Vec<&str> = items.iter().filter_map(|c| c["serial"].as_str()).collect();
-    assert!(serials.contains(&renewed.as_str()), "{serials:?}");
+    assert!(
+        serials.contains(&renewed.as_str()),
+        "{renewed} (first {first}) not in {serials:?}"
+    );
     assert!(
         !serials.contains(&first.as_str()),
         "the superseded certificate is not reported"
@@ -497,15 +504,15 @@ async fn ledger_api_metrics_revocation_and_crl() {
     );
     assert!(
         !items.iter().any(|c| c["source"] == json!(endpoint)),
-        "200 days is outside 720h"
+        "200 days is outside 744h"
     );
     // Cursor pagination visits the same certificates one page at a time.
     let mut paged = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("ledger/certificates?within=720h&limit=1&cursor={c}"),
-            None => "ledger/certificates?within=720h&limit=1".to_owned(),
+            Some(c) => format!("ledger/certificates?within=744h&limit=1&cursor={c}"),
+            None => "ledger/certificates?within=744h&limit=1".to_owned(),
         };
         let page = api.call("GET", &path, Some(&reader), None).await.json();
         for c in page["data"]["certificates"].as_array().expect("page") {
@@ -665,7 +672,7 @@ async fn ledger_api_metrics_revocation_and_crl() {
     let r = api
         .call(
             "GET",
-            "ledger/certificates?within=720h",
+            "ledger/certificates?within=744h",
             Some(&reader),
             None,
         )

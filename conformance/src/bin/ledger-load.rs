@@ -26,7 +26,7 @@ const BATCH: usize = 2_000;
 fn row(i: u64, now: i64, total: u64) -> NewCertificate {
     // Rows are generated in time order (oldest first) so renewals supersede older rows.
     let t = now - 365 * 86_400 + (i as i64) * (365 * 86_400) / total as i64;
-    let long_lived = i % 20 == 0;
+    let long_lived = i.is_multiple_of(20);
     let (profile, name, lifetime, ns, identity) = if long_lived {
         let n = (i / 20) % 10_000;
         (
