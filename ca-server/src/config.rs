@@ -131,6 +131,9 @@ pub struct CaConfig {
     pub issuing_certificate_urls: Vec<String>,
     /// Per-profile `default` and `max` lifetimes, e.g. `[ca.lifetimes.spiffe] default = "1h"`.
     pub lifetimes: BTreeMap<Profile, Lifetime>,
+    /// Split the CRL into this many shards (1 = one CRL). Set before issuing: each certificate's
+    /// distribution point names its shard, `<crl_url>/<shard>`.
+    pub crl_shards: u32,
     /// The CRL is rebuilt this often (and at once after a revocation); it is valid for 24 hours.
     #[serde(with = "crate::duration::serde_duration")]
     pub crl_refresh: Duration,
@@ -166,6 +169,7 @@ impl Default for CaConfig {
             issuing_certificate_urls: Vec::new(),
             lifetimes: BTreeMap::new(),
             crl_refresh: Duration::from_secs(3600),
+            crl_shards: 1,
         }
     }
 }
@@ -192,6 +196,7 @@ impl Config {
             backdate: self.ca.backdate,
             lifetimes: self.ca.lifetimes.clone(),
             crl_urls: self.ca.crl_urls.clone(),
+            crl_shards: self.ca.crl_shards.max(1),
             issuing_certificate_urls: self.ca.issuing_certificate_urls.clone(),
         }
     }

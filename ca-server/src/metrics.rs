@@ -234,7 +234,7 @@ impl Metrics {
         config: &MetricsConfig,
         ca: &CertificateAuthority,
         store: &dyn Store,
-        crl: Option<CrlStatus>,
+        crl: Vec<CrlStatus>,
     ) -> Result<String, ca_store::Error> {
         let started = Instant::now();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -313,7 +313,7 @@ fn ca_certificates(ca: &CertificateAuthority) -> Vec<CaCertificate> {
 #[derive(Debug)]
 struct StateCollector {
     ca: Vec<CaCertificate>,
-    crl: Option<CrlStatus>,
+    crl: Vec<CrlStatus>,
     snapshot: MetricsSnapshot,
     now: i64,
     query_seconds: f64,
@@ -341,29 +341,35 @@ impl Collector for StateCollector {
                 m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
             }
         }
-        if let Some(crl) = &self.crl {
-            let labels = [("issuer", crl.issuer_id.as_str())];
-            let mut m = encoder.encode_descriptor(
-                "ca_crl_next_update_timestamp_seconds",
-                "nextUpdate of the newest CRL this replica built",
-                None,
-                MetricType::Gauge,
-            )?;
-            m.encode_family(&labels)?.encode_gauge(&crl.next_update)?;
-            let mut m = encoder.encode_descriptor(
-                "ca_crl_this_update_timestamp_seconds",
-                "thisUpdate of the newest CRL this replica built",
-                None,
-                MetricType::Gauge,
-            )?;
-            m.encode_family(&labels)?.encode_gauge(&crl.this_update)?;
-            let mut m = encoder.encode_descriptor(
-                "ca_crl_entries",
-                "Revoked certificates listed in the newest CRL",
-                None,
-                MetricType::Gauge,
-            )?;
-            m.encode_family(&labels)?.encode_gauge(&crl.entries)?;
+        if !self.crl.is_empty() {
+            type Field = fn(&CrlStatus) -> i64;
+            let gauges: [(&str, &str, Field); 3] = [
+                (
+                    "ca_crl_next_update_timestamp_seconds",
+                    "nextUpdate of the newest CRL this replica built (shard \"all\" is the complete CRL)",
+                    |c| c.next_update,
+                ),
+                (
+                    "ca_crl_this_update_timestamp_seconds",
+                    "thisUpdate of the newest CRL this replica built",
+                    |c| c.this_update,
+                ),
+                (
+                    "ca_crl_entries",
+                    "Revoked certificates listed in the newest CRL",
+                    |c| i64::try_from(c.entries).unwrap_or(i64::MAX),
+                ),
+            ];
+            for (name, help, field) in gauges {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for crl in &self.crl {
+                    let labels = [
+                        ("issuer", crl.issuer_id.as_str()),
+                        ("shard", crl.shard.as_str()),
+                    ];
+                    m.encode_family(&labels)?.encode_gauge(&field(crl))?;
+                }
+            }
         }
 
         // Long-lived current certificates: one series each, keyed by requester and name. Two

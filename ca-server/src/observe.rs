@@ -282,6 +282,7 @@ pub fn describe(der: &[u8], source: &str, now: i64) -> Result<NewCertificate> {
         request_id: String::new(),
         created_at: now,
         der: der.to_vec(),
+        crl_shard: None,
     })
 }
 

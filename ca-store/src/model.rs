@@ -110,6 +110,8 @@ pub struct NewCertificate {
     pub created_at: i64,
     /// The certificate, DER.
     pub der: Vec<u8>,
+    /// The CRL shard its distribution point names, when CRLs are sharded.
+    pub crl_shard: Option<u32>,
 }
 
 /// Where a ledger row came from.
@@ -220,6 +222,8 @@ pub struct ExpiryQuery {
     /// Only certificates requested by this identity (ACME account URL, Vault auth identity,
     /// observation source).
     pub requester: Option<String>,
+    /// Only certificates whose distribution point names this CRL shard.
+    pub crl_shard: Option<u32>,
     /// Only this serial (issued and observed certificates may share one).
     pub serial: Option<Vec<u8>>,
     /// Continue after this `(not_after, id)` position (cursor pagination).
@@ -241,13 +245,13 @@ impl ExpiryQuery {
 pub(crate) const INSERT_COLUMNS: &str = "serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
      protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
-     der, origin, source, name, fingerprint, lineage, observed_at";
+     der, origin, source, name, fingerprint, lineage, observed_at, crl_shard";
 
 pub(crate) const SELECT_COLUMNS: &str = "id, serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
      protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
      revoked_at, revocation_reason, der, origin, source, name, fingerprint, superseded_at, \
-     observed_at";
+     observed_at, crl_shard";
 
 /// SHA-256 of a certificate's DER.
 pub(crate) fn fingerprint(der: &[u8]) -> Vec<u8> {
@@ -342,6 +346,7 @@ pub(crate) struct RawRow {
     fingerprint: Option<Vec<u8>>,
     superseded_at: Option<i64>,
     observed_at: Option<i64>,
+    crl_shard: Option<i64>,
 }
 
 fn json_list(column: &str, value: &str) -> Result<Vec<String>, crate::Error> {
@@ -387,6 +392,7 @@ impl RawRow {
                 request_id: self.request_id,
                 created_at: self.created_at,
                 der: self.der.unwrap_or_default(),
+                crl_shard: self.crl_shard.and_then(|s| u32::try_from(s).ok()),
             },
             revoked_at: self.revoked_at,
             revocation_reason: self.revocation_reason,

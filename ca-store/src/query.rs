@@ -74,7 +74,8 @@ where
             .push_bind(row.name.clone())
             .push_bind(crate::model::fingerprint(&c.der))
             .push_bind(row.lineage.clone())
-            .push_bind(row.observed_at);
+            .push_bind(row.observed_at)
+            .push_bind(c.crl_shard.map(i64::from));
     });
     qb
 }
@@ -173,6 +174,9 @@ where
                 .push(" ESCAPE '\\'");
         }
         qb.push(")");
+    }
+    if let Some(shard) = q.crl_shard {
+        qb.push(" AND crl_shard = ").push_bind(i64::from(shard));
     }
     if let Some(serial) = &q.serial {
         qb.push(" AND serial = ").push_bind(serial.clone());

@@ -45,6 +45,7 @@ fn cert(serial: u32, not_after: i64, namespace: &str, profile: &str) -> NewCerti
         request_id: format!("req-{serial}"),
         created_at: 1_700_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, serial as u8],
+        crl_shard: Some(serial % 4),
     }
 }
 

@@ -711,3 +711,144 @@ async fn ledger_api_metrics_revocation_and_crl() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Serials listed by a DER CRL, as openssl prints them (upper-case hex, sign byte kept).
+fn crl_serials(dir: &Path, file: &str) -> (BTreeSet<String>, String) {
+    let text = openssl(
+        dir,
+        &["crl", "-inform", "DER", "-in", file, "-noout", "-text"],
+    );
+    let serials = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(|s| s.trim().trim_start_matches("00").to_owned())
+        .collect();
+    (serials, text)
+}
+
+#[test]
+fn sharded_crls_list_each_revocation_in_its_shard() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let config = dir.join("ca.toml");
+    std::fs::write(
+        &config,
+        "[ca]\ncrl_urls = [\"http://ca.example/crl\"]\ncrl_shards = 4\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+    let data = dir.join("data");
+    let server = CaServer::start(&data, &["--config", &config]);
+
+    // Eight certificates; each names its shard in its CRL distribution point.
+    let mut issued = Vec::new();
+    for i in 0..8 {
+        let name = format!("svc{i}");
+        let serial = cli_sign(
+            &data,
+            dir,
+            &name,
+            &["--config", &config, "--dns", &format!("{name}.example")],
+        );
+        let text = openssl(
+            dir,
+            &["x509", "-in", &format!("{name}.pem"), "-noout", "-text"],
+        );
+        let shard: u32 = text
+            .split("URI:http://ca.example/crl/")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("no shard in the CDP: {text}"));
+        assert!(shard < 4);
+        issued.push((serial, shard));
+    }
+    // Revoke three of them from the CLI.
+    let revoked: Vec<(String, u32)> = issued.iter().take(3).cloned().collect();
+    for (serial, _) in &revoked {
+        ok(run(&[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "cert",
+            "revoke",
+            serial,
+        ]));
+    }
+    let upper = |s: &str| s.replace(':', "").to_ascii_uppercase();
+
+    // Every shard lists exactly its own revocations (the refresher or the 5 s cache catches up).
+    let fetch = |path: &str, file: &str| {
+        let status = std::process::Command::new("curl")
+            .args(["-sf", "-o"])
+            .arg(dir.join(file))
+            .arg(format!("{}{path}", server.http_url()))
+            .status()
+            .expect("curl");
+        assert!(status.success(), "GET {path}");
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        fetch("/crl", "all.der");
+        if crl_serials(dir, "all.der").0.len() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the complete CRL never listed all three"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let (all, _) = crl_serials(dir, "all.der");
+    assert_eq!(
+        all,
+        revoked
+            .iter()
+            .map(|(s, _)| upper(s).trim_start_matches("00").to_owned())
+            .collect()
+    );
+    for shard in 0..4u32 {
+        let file = format!("shard{shard}.der");
+        fetch(&format!("/crl/{shard}"), &file);
+        let (listed, text) = crl_serials(dir, &file);
+        let expected: BTreeSet<String> = revoked
+            .iter()
+            .filter(|(_, k)| *k == shard)
+            .map(|(s, _)| upper(s).trim_start_matches("00").to_owned())
+            .collect();
+        assert_eq!(listed, expected, "shard {shard}: {text}");
+        assert!(text.contains("Issuing Distribution Point"), "{text}");
+        assert!(
+            text.contains(&format!("URI:http://ca.example/crl/{shard}")),
+            "{text}"
+        );
+        let lint = std::env::var("CA_TEST_LINT_CRL").unwrap_or_else(|_| "lint_crl".into());
+        let out = std::process::Command::new(&lint)
+            .args([
+                "lint",
+                "-t",
+                "CRL",
+                "-p",
+                "PKIX",
+                "-s",
+                "NOTICE",
+                "--document-format",
+                "DER",
+            ])
+            .arg(dir.join(&file))
+            .output()
+            .unwrap_or_else(|e| panic!("{lint}: {e}"));
+        let findings = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && findings.trim().is_empty(),
+            "lint_crl on shard {shard}: {findings}"
+        );
+    }
+    for bad in ["/crl/4096", "/crl/x"] {
+        let (code, _) = curl_http(&format!("{}{bad}", server.http_url()));
+        assert_eq!(code, 404, "{bad}");
+    }
+    let (code, metrics) = curl_http(&format!("{}/metrics", server.http_url()));
+    assert_eq!(code, 200);
+    assert!(metrics.contains("shard=\"all\""), "complete CRL gauge");
+    assert!(metrics.contains("shard=\"3\""), "shard gauges");
+}

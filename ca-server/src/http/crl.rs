@@ -3,20 +3,28 @@
 //! [`refresh_forever`], which rebuilds at once); one on another replica within [`CACHE_FOR`].
 //! The refresher also rebuilds on a timer, so the CRL served (and its nextUpdate metric) never
 //! goes stale even when nobody asks for it.
+//!
+//! With `[ca] crl_shards = N` (N > 1) each certificate names one shard in its distribution point
+//! (`<crl_url>/<k>`, `k` from its serial, stored in the ledger) and `/crl/<k>` serves that shard:
+//! only its revoked certificates, with an issuingDistributionPoint naming the shard. `/crl` is
+//! always the complete CRL (the Vault paths serve it too).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ca_store::{ExpiryQuery, Store};
+use ca_store::{ExpiryQuery, Origin, Store};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
-use crate::issuer::{CertificateAuthority, IssueError};
+use crate::issuer::{CertificateAuthority, IssueError, shard_urls};
 
 /// How long a built CRL is reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
 /// CRL validity (nextUpdate − thisUpdate).
 pub const LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Highest shard number served (a bound on what a URL can make us build).
+pub const MAX_SHARDS: u32 = 1024;
 
 /// Why a CRL could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +44,13 @@ struct Built {
     der: Vec<u8>,
 }
 
-/// What the newest CRL says, for metrics.
+/// What the newest CRL of one shard says, for metrics.
 #[derive(Debug, Clone)]
 pub struct CrlStatus {
     /// The issuer that signed it.
     pub issuer_id: String,
+    /// `all` for the complete CRL, else the shard number.
+    pub shard: String,
     /// thisUpdate, Unix seconds.
     pub this_update: i64,
     /// nextUpdate, Unix seconds.
@@ -49,12 +59,12 @@ pub struct CrlStatus {
     pub entries: u64,
 }
 
-/// A per-process cache of the current CRL.
+/// A per-process cache of the current CRLs (complete, and each shard).
 #[derive(Clone, Default)]
 pub struct CrlCache {
-    current: Arc<Mutex<Option<Built>>>,
+    current: Arc<Mutex<BTreeMap<Option<u32>, Built>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
-    status: Arc<std::sync::Mutex<Option<CrlStatus>>>,
+    status: Arc<std::sync::Mutex<BTreeMap<Option<u32>, CrlStatus>>>,
     changed: Arc<tokio::sync::Notify>,
 }
 
@@ -65,27 +75,31 @@ impl std::fmt::Debug for CrlCache {
 }
 
 impl CrlCache {
-    /// Marks the cached CRL stale (call after a revocation).
+    /// Marks the cached CRLs stale (call after a revocation).
     pub fn invalidate(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.changed.notify_one();
     }
 
-    /// The newest CRL this process built, if any.
-    pub fn status(&self) -> Option<CrlStatus> {
-        self.status.lock().ok().and_then(|s| s.clone())
+    /// The newest CRLs this process built (complete first, then shards).
+    pub fn status(&self) -> Vec<CrlStatus> {
+        self.status
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
-    /// The current CRL (DER), rebuilt when stale.
+    /// The current complete CRL (`shard` None) or one shard's (DER), rebuilt when stale.
     pub async fn der(
         &self,
         ca: &CertificateAuthority,
         store: &Arc<dyn Store>,
+        shard: Option<u32>,
     ) -> Result<Vec<u8>, CrlError> {
         let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
         let mut current = self.current.lock().await;
-        if let Some(built) = current.as_ref()
+        if let Some(built) = current.get(&shard)
             && built.at.elapsed() < CACHE_FOR
             && built.generation == generation
         {
@@ -95,8 +109,10 @@ impl CrlCache {
         let mut revoked = Vec::new();
         let mut query = ExpiryQuery {
             issuer_id: Some(ca.issuer_id().to_owned()),
+            origin: Some(Origin::Issued),
             not_after_from: Some(now.unix_timestamp()),
             revoked_only: true,
+            crl_shard: shard,
             limit: 10_000,
             ..ExpiryQuery::default()
         };
@@ -109,36 +125,53 @@ impl CrlCache {
                     .map(|at| (r.certificate.serial, at, r.revocation_reason))
             }));
         }
-        let der = ca.crl(&revoked, now, LIFETIME)?;
+        let idp = shard
+            .map(|k| shard_urls(&ca.settings().crl_urls, k))
+            .unwrap_or_default();
+        let der = ca.crl(&revoked, now, LIFETIME, &idp)?;
         if let Ok(mut status) = self.status.lock() {
-            *status = Some(CrlStatus {
-                issuer_id: ca.issuer_id().to_owned(),
-                this_update: now.unix_timestamp(),
-                next_update: (now + LIFETIME).unix_timestamp(),
-                entries: revoked.len() as u64,
-            });
+            status.insert(
+                shard,
+                CrlStatus {
+                    issuer_id: ca.issuer_id().to_owned(),
+                    shard: shard.map_or_else(|| "all".to_owned(), |k| k.to_string()),
+                    this_update: now.unix_timestamp(),
+                    next_update: (now + LIFETIME).unix_timestamp(),
+                    entries: revoked.len() as u64,
+                },
+            );
         }
-        *current = Some(Built {
-            at: Instant::now(),
-            generation,
-            der: der.clone(),
-        });
+        current.insert(
+            shard,
+            Built {
+                at: Instant::now(),
+                generation,
+                der: der.clone(),
+            },
+        );
         Ok(der)
     }
 }
 
-/// Rebuilds the CRL every `period`, and at once after a revocation on this replica. Failures are
-/// logged and retried at the next tick; the served CRL stays valid for [`LIFETIME`].
+/// Rebuilds the complete CRL and every configured shard every `period`, and at once after a
+/// revocation on this replica. Failures are logged and retried at the next tick; the served
+/// CRLs stay valid for [`LIFETIME`].
 pub async fn refresh_forever(
     cache: CrlCache,
     ca: Arc<CertificateAuthority>,
     store: Arc<dyn Store>,
     period: Duration,
 ) {
+    let shards = ca.settings().crl_shards;
     loop {
-        match cache.der(&ca, &store).await {
-            Ok(_) => tracing::debug!("CRL rebuilt"),
-            Err(e) => tracing::warn!(error = %e, "rebuilding the CRL failed; retrying later"),
+        let mut targets = vec![None];
+        if shards > 1 {
+            targets.extend((0..shards).map(Some));
+        }
+        for shard in targets {
+            if let Err(e) = cache.der(&ca, &store, shard).await {
+                tracing::warn!(error = %e, ?shard, "rebuilding the CRL failed; retrying later");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(period) => {}

@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route(CHAIN_PATH, get(chain))
         .route(CRL_PATH, get(crl_der))
         .route("/crl.pem", get(crl_pem))
+        .route("/crl/{shard}", get(crl_shard))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     if let Some(acme) = state.acme {
@@ -147,8 +148,35 @@ async fn chain(State(state): State<AppState>) -> Response {
 }
 
 async fn crl_der(State(state): State<AppState>) -> Response {
-    match state.crl.der(state.issuance.ca(), &state.store).await {
-        Ok(der) => (
+    crl_response(&state, None, false).await
+}
+
+async fn crl_pem(State(state): State<AppState>) -> Response {
+    crl_response(&state, None, true).await
+}
+
+/// `/crl/<k>` (DER) or `/crl/<k>.pem`: one shard of a sharded CRL.
+async fn crl_shard(
+    State(state): State<AppState>,
+    axum::extract::Path(shard): axum::extract::Path<String>,
+) -> Response {
+    let (number, pem) = match shard.strip_suffix(".pem") {
+        Some(n) => (n, true),
+        None => (shard.as_str(), false),
+    };
+    match number.parse::<u32>() {
+        Ok(k) if k < crl::MAX_SHARDS => crl_response(&state, Some(k), pem).await,
+        _ => (StatusCode::NOT_FOUND, "no such CRL shard\n").into_response(),
+    }
+}
+
+async fn crl_response(state: &AppState, shard: Option<u32>, pem: bool) -> Response {
+    match state
+        .crl
+        .der(state.issuance.ca(), &state.store, shard)
+        .await
+    {
+        Ok(der) if !pem => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/pkix-crl"),
@@ -156,12 +184,6 @@ async fn crl_der(State(state): State<AppState>) -> Response {
             der,
         )
             .into_response(),
-        Err(e) => crl_unavailable(e),
-    }
-}
-
-async fn crl_pem(State(state): State<AppState>) -> Response {
-    match state.crl.der(state.issuance.ca(), &state.store).await {
         Ok(der) => (
             [(
                 header::CONTENT_TYPE,

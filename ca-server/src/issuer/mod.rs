@@ -80,6 +80,9 @@ pub struct Settings {
     pub lifetimes: BTreeMap<Profile, Lifetime>,
     /// CRL distribution point URLs for issued certificates.
     pub crl_urls: Vec<String>,
+    /// More than 1: each certificate is assigned a CRL shard from its serial, and its
+    /// distribution points are `<crl_url>/<shard>`.
+    pub crl_shards: u32,
     /// authorityInfoAccess caIssuers URLs for issued certificates.
     pub issuing_certificate_urls: Vec<String>,
 }
@@ -90,6 +93,7 @@ impl Default for Settings {
             backdate: std::time::Duration::from_secs(60),
             lifetimes: BTreeMap::new(),
             crl_urls: Vec::new(),
+            crl_shards: 1,
             issuing_certificate_urls: Vec::new(),
         }
     }
@@ -355,6 +359,8 @@ pub struct SignedCertificate {
     pub spiffe_id: Option<String>,
     /// Adjustments the caller should pass on (lifetime truncated, …).
     pub warnings: Vec<String>,
+    /// The CRL shard named in its distribution point, when CRLs are sharded.
+    pub crl_shard: Option<u32>,
 }
 
 /// The issuing CA: certificate, key and chain.
@@ -418,14 +424,19 @@ impl CertificateAuthority {
     /// Signs a CRL listing `revoked` (serial, revocation time, RFC 5280 reason), valid from
     /// `this_update` for `lifetime`. The CRL number is `this_update` in milliseconds, which
     /// increases monotonically across replicas without coordination (as Boulder does).
+    ///
+    /// A shard's CRL (`shard_urls` non-empty) carries an issuingDistributionPoint naming those
+    /// URLs, as RFC 5280 requires of a partitioned CRL.
     pub fn crl(
         &self,
         revoked: &[(Vec<u8>, i64, Option<i32>)],
         this_update: OffsetDateTime,
         lifetime: std::time::Duration,
+        shard_urls: &[String],
     ) -> Result<Vec<u8>, IssueError> {
         use rcgen::{
-            CertificateRevocationListParams, RevocationReason, RevokedCertParams, SerialNumber,
+            CertificateRevocationListParams, CrlIssuingDistributionPoint, CrlScope,
+            RevocationReason, RevokedCertParams, SerialNumber,
         };
         let reason = |code: i32| match code {
             1 => Some(RevocationReason::KeyCompromise),
@@ -448,7 +459,14 @@ impl CertificateAuthority {
             this_update,
             next_update: this_update + lifetime,
             crl_number: SerialNumber::from_slice(&millis.to_be_bytes()),
-            issuing_distribution_point: None,
+            issuing_distribution_point: (!shard_urls.is_empty()).then(|| {
+                CrlIssuingDistributionPoint {
+                    distribution_point: CrlDistributionPoint {
+                        uris: shard_urls.to_vec(),
+                    },
+                    scope: Some(CrlScope::UserCertsOnly),
+                }
+            }),
             revoked_certs: revoked
                 .iter()
                 .map(|(serial, at, code)| RevokedCertParams {
@@ -515,9 +533,14 @@ impl CertificateAuthority {
         params.subject_alt_names = names.sans;
         params.use_authority_key_identifier_extension = true;
         apply_profile(&mut params, req);
+        let crl_shard = (self.settings.crl_shards > 1)
+            .then(|| shard_of(&serial.to_bytes(), self.settings.crl_shards));
         if !self.settings.crl_urls.is_empty() {
             params.crl_distribution_points = vec![CrlDistributionPoint {
-                uris: self.settings.crl_urls.clone(),
+                uris: crl_shard.map_or_else(
+                    || self.settings.crl_urls.clone(),
+                    |shard| shard_urls(&self.settings.crl_urls, shard),
+                ),
             }];
         }
         if !self.settings.issuing_certificate_urls.is_empty() {
@@ -540,8 +563,26 @@ impl CertificateAuthority {
             subject: req.subject.to_rfc4514(),
             spiffe_id: names.spiffe_id,
             warnings,
+            crl_shard,
         })
     }
+}
+
+/// The CRL shard of a serial: its low 8 bytes modulo the shard count (Boulder's scheme). The
+/// shard is written into the certificate and the ledger, so changing the count later only
+/// affects new certificates.
+pub fn shard_of(serial: &[u8], shards: u32) -> u32 {
+    let mut low = [0u8; 8];
+    let tail = &serial[serial.len().saturating_sub(8)..];
+    low[8 - tail.len()..].copy_from_slice(tail);
+    (u64::from_be_bytes(low) % u64::from(shards.max(1))) as u32
+}
+
+/// The distribution point URLs of one shard: `<url>/<shard>`.
+pub fn shard_urls(urls: &[String], shard: u32) -> Vec<String> {
+    urls.iter()
+        .map(|u| format!("{}/{shard}", u.trim_end_matches('/')))
+        .collect()
 }
 
 struct CheckedNames {
@@ -802,6 +843,7 @@ impl Issuance {
             request_id: request_id.to_owned(),
             created_at: OffsetDateTime::now_utc().unix_timestamp(),
             der: signed.der.to_vec(),
+            crl_shard: signed.crl_shard,
         }
     }
 }

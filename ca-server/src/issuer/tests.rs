@@ -365,3 +365,54 @@ fn issued_certificates_verify_against_the_issuing_ca() {
         .expect("issuing CA signed by root");
     assert_eq!(leaf.issuer(), issuing.subject());
 }
+
+#[test]
+fn sharded_crls_name_the_shard_in_each_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hierarchy::generate(dir.path(), &hierarchy::GenerateOptions::default()).expect("init");
+    let settings = Settings {
+        crl_urls: vec!["http://ca.example/crl/".into()],
+        crl_shards: 8,
+        ..Settings::default()
+    };
+    let ca = CertificateAuthority::load(dir.path(), settings).expect("load");
+    let csr = csr::parse_der(&fixture("p384.der")).expect("csr");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        let signed = ca
+            .sign(&request_from(&csr, Profile::TlsServer))
+            .expect("issue");
+        let shard = signed.crl_shard.expect("sharded");
+        assert_eq!(shard, shard_of(&signed.serial, 8));
+        assert!(shard < 8);
+        seen.insert(shard);
+        let (_, cert) = X509Certificate::from_der(&signed.der).expect("parse");
+        let uris: Vec<String> = cert
+            .extensions()
+            .iter()
+            .filter_map(|e| match e.parsed_extension() {
+                ParsedExtension::CRLDistributionPoints(points) => Some(points),
+                _ => None,
+            })
+            .flat_map(|points| points.points.iter())
+            .filter_map(|p| match &p.distribution_point {
+                Some(x509_parser::extensions::DistributionPointName::FullName(names)) => {
+                    Some(names.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|n| match n {
+                GeneralName::URI(u) => Some(u.to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(uris, vec![format!("http://ca.example/crl/{shard}")]);
+    }
+    assert!(
+        seen.len() > 4,
+        "random serials spread over the shards: {seen:?}"
+    );
+    assert_eq!(shard_of(&[0x01, 0x00], 4), 0);
+    assert_eq!(shard_of(&[0x07], 4), 3);
+}

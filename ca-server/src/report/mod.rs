@@ -84,6 +84,7 @@ impl Filters {
             san: self.san.clone(),
             requester: self.requester.clone(),
             serial: None,
+            crl_shard: None,
             after: None,
             limit: 0,
         }

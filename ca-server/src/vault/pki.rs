@@ -468,7 +468,7 @@ async fn tidy(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultE
 async fn crl(state: &VaultState) -> Result<Vec<u8>, VaultError> {
     state
         .crl
-        .der(state.issuance.ca(), &state.store)
+        .der(state.issuance.ca(), &state.store, None)
         .await
         .map_err(|e| match e {
             crate::http::crl::CrlError::Store(e) => VaultError::from(e),
