@@ -270,6 +270,24 @@ async fn cert_manager_flow_replayed() {
         order_url.rsplit('/').next()
     );
 
+    // /metrics counted the issuance and its http-01 validation.
+    let (code, metrics) =
+        conformance::openssl::curl_http(&format!("{}/metrics", env.server.http_url()));
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ca_issuance_total{protocol=\"acme\"")
+                && l.contains("result=\"issued\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("ca_acme_challenge_validations_total{type=\"http-01\",result=\"valid\"}")),
+        "{metrics}"
+    );
+
     // The orders list names the order.
     let orders = client
         .post(&format!("{account_url}/orders"), None)
@@ -570,6 +588,27 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
         .post(ch["url"].as_str().expect("url"), Some(&json!({})))
         .await;
     assert_eq!(r.json()["status"], "valid", "{}", r.text());
+
+    // /metrics counts each validation by type and result (the ACME problem on failure).
+    let (code, metrics) =
+        conformance::openssl::curl_http(&format!("{}/metrics", env.server.http_url()));
+    assert_eq!(code, 200);
+    let count = |labels: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("ca_acme_challenge_validations_total{") && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("type=\"dns-01\",result=\"valid\"") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count("type=\"dns-01\",result=\"incorrectResponse\"") >= 1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -852,3 +852,61 @@ fn sharded_crls_list_each_revocation_in_its_shard() {
     assert!(metrics.contains("shard=\"all\""), "complete CRL gauge");
     assert!(metrics.contains("shard=\"3\""), "shard gauges");
 }
+
+#[test]
+fn retention_schedule_drops_the_der_of_long_expired_certificates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let data_arg = data.to_str().expect("utf-8").to_owned();
+    ok(run(&["--data-dir", &data_arg, "init"]));
+
+    // A certificate that expired in 2020 (made with rcgen: openssl 3.0 cannot backdate), observed.
+    let mut params = rcgen::CertificateParams::new(vec!["old.example".to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let old = params.self_signed(&key).expect("self-signed");
+    std::fs::write(dir.join("old.crt"), old.pem()).expect("write");
+    let path = dir.join("old.crt");
+    let out = ledger(&data, &["observe", path.to_str().expect("utf-8")]);
+    assert!(out.contains("1 new"), "{out}");
+    let found = report(&data, &["search", "--include-expired"]);
+    let serial = found["certificates"][0]["serial"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    assert!(ledger(&data, &["show", &serial, "--pem"]).contains("BEGIN CERTIFICATE"));
+    // A current certificate of ours keeps its DER.
+    let fresh = cli_sign(&data, dir, "fresh", &["--dns", "fresh.example"]);
+
+    std::fs::write(
+        dir.join("ca.toml"),
+        "[retention]\ndrop_der_after = \"30d\"\ninterval = \"1h\"\n",
+    )
+    .expect("config");
+    let config = dir.join("ca.toml");
+    let _server = CaServer::start(&data, &["--config", config.to_str().expect("utf-8")]);
+    // The schedule's first run happens at start-up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = run(&["--data-dir", &data_arg, "ledger", "show", &serial, "--pem"]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("dropped by retention"), "{err}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never dropped the DER"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // The row itself stays for reports.
+    let still = report(
+        &data,
+        &["search", "--include-expired", "--origin", "observed"],
+    );
+    assert_eq!(names(&still), vec!["old"]);
+    assert!(ledger(&data, &["show", &fresh, "--pem"]).contains("BEGIN CERTIFICATE"));
+}
