@@ -102,8 +102,9 @@ pub struct AuthorizationRow {
 pub trait AcmeStore: Send + Sync + 'static {
     /// Returns the setting `name`, storing `value` first if it is absent (first replica wins).
     async fn setting_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, Error>;
-    /// Records a nonce as used; false if it was used before.
-    async fn redeem_nonce(&self, nonce: &str, expires_at: i64) -> Result<bool, Error>;
+    /// Records nonces as used, in one statement; for each, true if it was unused until now (of
+    /// duplicates within the batch only the first can be). See [`crate::writer::NonceRedeemer`].
+    async fn redeem_nonces(&self, batch: &[(String, i64)]) -> Result<Vec<bool>, Error>;
     /// Forgets used nonces that have expired anyway.
     async fn purge_nonces(&self, now: i64) -> Result<u64, Error>;
 
@@ -192,28 +193,34 @@ macro_rules! impl_acme_store {
                 Ok(v)
             }
 
-            async fn redeem_nonce(
+            async fn redeem_nonces(
                 &self,
-                nonce: &str,
-                expires_at: i64,
-            ) -> Result<bool, $crate::Error> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO acme_used_nonces (nonce, expires_at) VALUES (",
-                );
-                qb.push_bind(nonce.to_owned())
-                    .push(", ")
-                    .push_bind(expires_at)
-                    .push(")");
-                match qb
-                    .build()
-                    .execute(self.write_pool())
-                    .await
-                    .map_err($crate::Error::from)
-                {
-                    Ok(_) => Ok(true),
-                    Err($crate::Error::AlreadyExists) => Ok(false),
-                    Err(e) => Err(e),
+                batch: &[(String, i64)],
+            ) -> Result<Vec<bool>, $crate::Error> {
+                // Only the first occurrence of a nonce within the batch may succeed.
+                let mut first = std::collections::HashSet::new();
+                let unique: Vec<&(String, i64)> = batch
+                    .iter()
+                    .filter(|(n, _)| first.insert(n.as_str()))
+                    .collect();
+                let mut fresh = std::collections::HashSet::new();
+                for chunk in unique.chunks(1_000) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO acme_used_nonces (nonce, expires_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (nonce, expires_at)| {
+                        b.push_bind(nonce.clone()).push_bind(*expires_at);
+                    });
+                    qb.push(" ON CONFLICT (nonce) DO NOTHING RETURNING nonce");
+                    let rows: Vec<(String,)> =
+                        qb.build_query_as().fetch_all(self.write_pool()).await?;
+                    fresh.extend(rows.into_iter().map(|(n,)| n));
                 }
+                let mut answered = std::collections::HashSet::new();
+                Ok(batch
+                    .iter()
+                    .map(|(n, _)| answered.insert(n.as_str()) && fresh.contains(n))
+                    .collect())
             }
 
             async fn purge_nonces(&self, now: i64) -> Result<u64, $crate::Error> {

@@ -46,6 +46,14 @@ pub enum Error {
     /// The group-commit writer has shut down.
     #[error("ledger writer is closed")]
     WriterClosed,
+    /// A batched write failed for every request in the batch.
+    #[error("batched write failed: {message}")]
+    BatchFailed {
+        /// Whether the underlying error was transient.
+        transient: bool,
+        /// The underlying error.
+        message: String,
+    },
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -70,6 +78,7 @@ impl Error {
                 ) || is_busy(e)
             }
             Error::WriterClosed => true,
+            Error::BatchFailed { transient, .. } => *transient,
             _ => false,
         }
     }

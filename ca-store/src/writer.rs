@@ -1,4 +1,5 @@
-//! Group commit: one task owns all certificate inserts.
+//! Group commit: one task owns all certificate inserts ([`LedgerWriter`]); another batches ACME
+//! nonce redemptions ([`NonceRedeemer`]).
 //!
 //! Callers hand a row to [`LedgerWriter::record`] and wait. The task takes every row queued while
 //! the previous transaction was committing and writes them in one transaction, so under load many
@@ -130,4 +131,71 @@ async fn commit(
         }
     }
     rows.clear();
+}
+
+/// Redemptions queued while the previous batch was being written go in one statement.
+const NONCE_BATCH: usize = 1_000;
+
+type Redemption = (String, i64, oneshot::Sender<Result<bool, Error>>);
+
+/// Batches ACME nonce redemptions: every JWS request redeems one nonce, so under load one
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING` serves many requests instead of one write each.
+/// Same rules as [`LedgerWriter`]: no linger, each caller answered after its batch commits.
+#[derive(Clone)]
+pub struct NonceRedeemer {
+    tx: mpsc::Sender<Redemption>,
+}
+
+impl std::fmt::Debug for NonceRedeemer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceRedeemer").finish_non_exhaustive()
+    }
+}
+
+impl NonceRedeemer {
+    /// Starts the batching task on the current Tokio runtime.
+    pub fn spawn(store: Arc<dyn crate::acme::AcmeStore>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Redemption>(QUEUE_DEPTH);
+        tokio::spawn(async move {
+            let mut batch: Vec<Redemption> = Vec::with_capacity(64);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < NONCE_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let items: Vec<(String, i64)> =
+                    batch.iter().map(|(n, e, _)| (n.clone(), *e)).collect();
+                match store.redeem_nonces(&items).await {
+                    Ok(fresh) => {
+                        for ((_, _, done), ok) in batch.drain(..).zip(fresh) {
+                            let _ = done.send(Ok(ok));
+                        }
+                    }
+                    Err(e) => {
+                        let (transient, message) = (e.is_transient(), e.to_string());
+                        for (_, _, done) in batch.drain(..) {
+                            let _ = done.send(Err(Error::BatchFailed {
+                                transient,
+                                message: message.clone(),
+                            }));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Marks `nonce` used until `expires_at`; false if it was used before.
+    pub async fn redeem(&self, nonce: &str, expires_at: i64) -> Result<bool, Error> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((nonce.to_owned(), expires_at, done))
+            .await
+            .map_err(|_| Error::WriterClosed)?;
+        wait.await.map_err(|_| Error::WriterClosed)?
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ca_store::writer::LedgerWriter;
 use ca_store::{
     DatabaseUrl, Error, ExpiryQuery, Ledger, NewCertificate, ObserveOutcome, ObservedCertificate,
-    Protocol, Requester,
+    Protocol, Requester, Store,
 };
 
 fn cert(serial: u32, not_after: i64, namespace: &str, profile: &str) -> NewCertificate {
@@ -621,7 +621,45 @@ async fn summary_and_metrics_snapshot(ledger: Arc<dyn Ledger>) {
     assert!(capped.tracked_truncated);
 }
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Ledger>) {
+async fn nonce_batches_redeem_each_nonce_once(store: Arc<dyn Store>) {
+    let batch = vec![
+        ("n1".to_owned(), 2_000_000_000),
+        ("n2".to_owned(), 2_000_000_000),
+        ("n1".to_owned(), 2_000_000_000),
+    ];
+    assert_eq!(
+        store.redeem_nonces(&batch).await.expect("redeem"),
+        vec![true, true, false],
+        "a nonce repeated within one batch succeeds once"
+    );
+    assert_eq!(
+        store
+            .redeem_nonces(&[("n2".to_owned(), 2_000_000_000), ("n3".to_owned(), 1)])
+            .await
+            .expect("redeem again"),
+        vec![false, true]
+    );
+    // Through the batching task, concurrently: each nonce exactly once.
+    let redeemer = ca_store::writer::NonceRedeemer::spawn(store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let redeemer = redeemer.clone();
+        tasks.push(tokio::spawn(async move {
+            redeemer
+                .redeem(&format!("c{}", i % 100), 2_000_000_000)
+                .await
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("redeem") {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 100, "100 distinct nonces, each redeemed twice");
+}
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = DatabaseUrl::sqlite_file(&dir.path().join("ledger.db"));
     let ledger = ca_store::open(&url).await.expect("open sqlite");
@@ -629,7 +667,7 @@ async fn sqlite() -> (tempfile::TempDir, Arc<dyn Ledger>) {
     (dir, ledger)
 }
 
-async fn postgres() -> (conformance::postgres::TestDatabase, Arc<dyn Ledger>) {
+async fn postgres() -> (conformance::postgres::TestDatabase, Arc<dyn Store>) {
     let db = tokio::task::spawn_blocking(conformance::postgres::test_database)
         .await
         .expect("start postgres");
@@ -675,6 +713,7 @@ on_both_backends!(
     report_filters,
     observations_update_rather_than_duplicate,
     summary_and_metrics_snapshot,
+    nonce_batches_redeem_each_nonce_once,
 );
 
 #[tokio::test]

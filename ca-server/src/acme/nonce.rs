@@ -22,6 +22,7 @@ pub const LIFETIME: Duration = Duration::from_secs(3600);
 pub struct Nonces {
     key: hmac::Key,
     store: Arc<dyn ca_store::Store>,
+    redeemer: ca_store::writer::NonceRedeemer,
     rng: SystemRandom,
 }
 
@@ -46,8 +47,10 @@ impl Nonces {
         rng.fill(&mut fresh)
             .unwrap_or_else(|_| panic!("the operating system's random number generator failed"));
         let key = store.setting_or_insert("acme_nonce_key", &fresh).await?;
+        let acme_store: Arc<dyn ca_store::acme::AcmeStore> = store.clone();
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            redeemer: ca_store::writer::NonceRedeemer::spawn(acme_store),
             store,
             rng,
         })
@@ -80,7 +83,7 @@ impl Nonces {
             return Err(AcmeError::bad_nonce());
         }
         let expires = i64::try_from(expires).unwrap_or(i64::MAX);
-        match self.store.redeem_nonce(nonce, expires).await? {
+        match self.redeemer.redeem(nonce, expires).await? {
             true => Ok(()),
             false => Err(AcmeError::bad_nonce()),
         }

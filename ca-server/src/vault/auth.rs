@@ -130,11 +130,19 @@ pub fn auth_object(token: &str, id: &Identity) -> Value {
 /// The caller's identity from its token; 403 when missing, unknown or expired.
 pub async fn authenticate(state: &VaultState, req: &VaultRequest) -> Result<Identity, VaultError> {
     let token = req.token().ok_or_else(VaultError::permission_denied)?;
-    let row = state
-        .store
-        .token_by_hash(&sha256_hex(token))
-        .await?
-        .ok_or_else(VaultError::permission_denied)?;
+    let hash = sha256_hex(token);
+    let row = match state.cache.token(&hash) {
+        Some(row) => row,
+        None => {
+            let row = state
+                .store
+                .token_by_hash(&hash)
+                .await?
+                .ok_or_else(VaultError::permission_denied)?;
+            state.cache.put_token(&hash, &row);
+            row
+        }
+    };
     if row.expires_at.is_some_and(|e| e <= now()) {
         return Err(VaultError::permission_denied());
     }
@@ -245,7 +253,7 @@ pub async fn authorize(
     };
     let mut best: Option<(usize, Vec<String>)> = None;
     for name in &id.policies {
-        let Some(body) = state.store.object("policy", "", name).await? else {
+        let Some(body) = state.cached_object("policy", "", name).await? else {
             continue;
         };
         let rules: Vec<Rule> = serde_json::from_str(&body).unwrap_or_default();
@@ -304,6 +312,7 @@ pub async fn policies(state: &VaultState, req: &VaultRequest) -> Result<Response
                 .store
                 .put_object("policy", "", &name, &body, now())
                 .await?;
+            state.cache.put_object("policy", "", &name, &body);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Operation::Read => {
@@ -330,6 +339,7 @@ pub async fn policies(state: &VaultState, req: &VaultRequest) -> Result<Response
         }
         Operation::Delete => {
             state.store.delete_object("policy", "", &name).await?;
+            state.cache.forget_object("policy", "", &name);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(VaultError::unsupported()),

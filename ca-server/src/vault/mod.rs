@@ -10,6 +10,7 @@
 //! through [`crate::issuer::Issuance`].
 
 pub mod auth;
+pub mod cache;
 pub mod pki;
 pub mod values;
 
@@ -68,9 +69,27 @@ pub struct VaultState {
     pub(crate) store: Arc<dyn ca_store::Store>,
     pub(crate) issuance: Issuance,
     pub(crate) crl: crate::http::crl::CrlCache,
+    pub(crate) cache: Arc<cache::Cache>,
 }
 
 impl VaultState {
+    /// A policy or PKI role body, from the cache when fresh (see [`cache`]).
+    pub(crate) async fn cached_object(
+        &self,
+        kind: &'static str,
+        mount: &str,
+        name: &str,
+    ) -> Result<Option<String>, ca_store::Error> {
+        if let Some(body) = self.cache.object(kind, mount, name) {
+            return Ok(Some(body));
+        }
+        let body = self.store.object(kind, mount, name).await?;
+        if let Some(body) = &body {
+            self.cache.put_object(kind, mount, name, body);
+        }
+        Ok(body)
+    }
+
     /// Builds the Vault API over the shared store, issuance and CRL cache.
     pub fn new(
         config: VaultConfig,
@@ -83,6 +102,7 @@ impl VaultState {
             store,
             issuance,
             crl,
+            cache: Arc::default(),
         }
     }
 }

@@ -243,7 +243,7 @@ fn now() -> i64 {
 }
 
 async fn load_role(state: &VaultState, mount: &str, name: &str) -> Result<Role, VaultError> {
-    match state.store.object("pki_role", mount, name).await? {
+    match state.cached_object("pki_role", mount, name).await? {
         Some(body) => {
             serde_json::from_str(&body).map_err(|e| VaultError::internal("stored role", e))
         }
@@ -416,6 +416,7 @@ async fn roles(
                 .store
                 .put_object("pki_role", mount, name, &body, now())
                 .await?;
+            state.cache.put_object("pki_role", mount, name, &body);
             Ok(envelope(Some(role.to_json()), vec![], None))
         }
         Operation::Read => {
@@ -429,6 +430,7 @@ async fn roles(
         }
         Operation::Delete => {
             state.store.delete_object("pki_role", mount, name).await?;
+            state.cache.forget_object("pki_role", mount, name);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(VaultError::unsupported()),
