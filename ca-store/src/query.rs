@@ -318,15 +318,18 @@ macro_rules! impl_ledger {
                 }
                 let rows: Vec<$crate::query::InsertRow<'_>> =
                     batch.iter().map($crate::query::InsertRow::issued).collect();
-                let now = batch.iter().map(|c| c.created_at).max().unwrap_or_default();
+                // Superseding happens in the `certificates_supersede` trigger, so one statement
+                // is atomic on its own: the common case is a single round trip and commit.
+                if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
+                    $crate::query::insert_certificates::<$db>(&rows)
+                        .build()
+                        .execute(self.certificate_pool())
+                        .await?;
+                    return Ok(());
+                }
                 let mut tx = self.certificate_pool().begin().await?;
                 for chunk in rows.chunks($crate::query::ROWS_PER_STATEMENT) {
                     $crate::query::insert_certificates::<$db>(chunk)
-                        .build()
-                        .execute(&mut *tx)
-                        .await?;
-                    let lineages: Vec<Vec<u8>> = chunk.iter().map(|r| r.lineage.clone()).collect();
-                    $crate::query::supersede::<$db>(&lineages, now)
                         .build()
                         .execute(&mut *tx)
                         .await?;

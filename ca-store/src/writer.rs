@@ -41,7 +41,33 @@ impl LedgerWriter {
     /// Starts the writer task on the current Tokio runtime.
     pub fn spawn(ledger: Arc<dyn Ledger>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(ledger, rx));
+        let task = match ledger.backend() {
+            // SQLite answers through its own worker thread; a writer task queued behind
+            // CPU-bound requests on the shared runtime would add milliseconds to every commit.
+            // The writer gets a thread and a small runtime of its own.
+            crate::Backend::Sqlite => {
+                let (finished, wait) = oneshot::channel::<()>();
+                let spawned = std::thread::Builder::new()
+                    .name("ledger-writer".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime.block_on(run(ledger, rx)),
+                            Err(e) => tracing::error!(error = %e, "ledger writer runtime failed"),
+                        }
+                        let _ = finished.send(());
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "starting the ledger writer thread failed");
+                }
+                tokio::spawn(async move {
+                    let _ = wait.await;
+                })
+            }
+            crate::Backend::Postgres => tokio::spawn(run(ledger, rx)),
+        };
         Self {
             tx,
             task: Arc::new(Mutex::new(Some(task))),
