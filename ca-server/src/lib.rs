@@ -16,5 +16,6 @@ pub mod policy;
 pub mod report;
 pub mod server;
 pub mod spiffe;
+pub mod ttl_cache;
 pub mod validation;
 pub mod vault;

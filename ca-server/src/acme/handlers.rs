@@ -404,7 +404,7 @@ pub(super) async fn account(
                 )));
             }
         }
-        state.inner.store.update_account(&account).await?;
+        state.update_account(&account).await?;
     }
     let url = account_url(&auth.base, &account.id);
     respond(
@@ -467,7 +467,7 @@ pub(super) async fn key_change(State(state): State<AcmeState>, req: AcmePost) ->
     }
     account.key_thumbprint = new_tp;
     account.jwk = serde_json::to_string(&new_jwk).map_err(|e| AcmeError::internal("jwk", e))?;
-    match state.inner.store.update_account(&account).await {
+    match state.update_account(&account).await {
         Ok(()) => respond(
             StatusCode::OK,
             Some(&url),

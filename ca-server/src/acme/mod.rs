@@ -102,6 +102,9 @@ struct Inner {
     nonces: nonce::Nonces,
     validator: Validator,
     crl: crate::http::crl::CrlCache,
+    /// Accounts read by `kid` on every request, trusted for 2 s (see [`crate::ttl_cache`]):
+    /// a deactivation or key change on another replica applies here within that time.
+    accounts: crate::ttl_cache::TtlCache<String, ca_store::acme::AccountRow>,
 }
 
 /// A request whose JWS verified.
@@ -164,6 +167,7 @@ impl AcmeState {
                 nonces,
                 validator,
                 crl,
+                accounts: crate::ttl_cache::TtlCache::new(Duration::from_secs(2), 10_000),
             }),
         };
         let purger = state.inner.nonces.clone();
@@ -254,12 +258,19 @@ impl AcmeState {
                         format!("unknown account {kid}"),
                     )
                 })?;
-                let account = self.inner.store.account(id).await?.ok_or_else(|| {
-                    AcmeError::new(
-                        ProblemType::AccountDoesNotExist,
-                        format!("unknown account {kid}"),
-                    )
-                })?;
+                let account = match self.inner.accounts.get(&id.to_owned()) {
+                    Some(account) => account,
+                    None => {
+                        let account = self.inner.store.account(id).await?.ok_or_else(|| {
+                            AcmeError::new(
+                                ProblemType::AccountDoesNotExist,
+                                format!("unknown account {kid}"),
+                            )
+                        })?;
+                        self.inner.accounts.put(id.to_owned(), account.clone());
+                        account
+                    }
+                };
                 let jwk: Jwk = serde_json::from_str(&account.jwk)
                     .map_err(|e| AcmeError::internal("stored account key", e))?;
                 (jwk.key()?, Some(account), None)
@@ -383,6 +394,17 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for AcmePost {
 }
 
 impl AcmeState {
+    /// Records an account change (status, key, contact) and refreshes this replica's cache.
+    pub(crate) async fn update_account(
+        &self,
+        account: &ca_store::acme::AccountRow,
+    ) -> Result<(), ca_store::Error> {
+        self.inner.accounts.forget(&account.id);
+        self.inner.store.update_account(account).await?;
+        self.inner.accounts.put(account.id.clone(), account.clone());
+        Ok(())
+    }
+
     /// [`AcmeState::authenticate`] for an extracted request.
     pub(crate) async fn verify(
         &self,

@@ -1,0 +1,85 @@
+//! A small in-process cache whose entries are trusted for a fixed time, for rows every request
+//! reads and that rarely change (Vault tokens, policies and roles; ACME accounts). Writes on this
+//! replica update or drop entries at once; changes made by other replicas are seen after the TTL.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries trusted for `ttl`; at most `max` kept (expired ones are dropped first, then all).
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    max: usize,
+    map: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K, V> std::fmt::Debug for TtlCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache").field("ttl", &self.ttl).finish()
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
+    /// An empty cache.
+    pub fn new(ttl: Duration, max: usize) -> Self {
+        Self {
+            ttl,
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A fresh entry.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Stores a value just read or written.
+    pub fn put(&self, key: K, value: V) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= self.max {
+                let ttl = self.ttl;
+                map.retain(|_, (at, _)| at.elapsed() < ttl);
+                if map.len() >= self.max {
+                    map.clear();
+                }
+            }
+            map.insert(key, (Instant::now(), value));
+        }
+    }
+
+    /// Drops an entry (changed or deleted on this replica).
+    pub fn forget(&self, key: &K) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_are_replaced_and_bounded() {
+        let cache = TtlCache::new(Duration::from_millis(50), 2);
+        assert_eq!(cache.get(&"a"), None);
+        cache.put("a", 1);
+        assert_eq!(cache.get(&"a"), Some(1));
+        cache.put("a", 2);
+        assert_eq!(cache.get(&"a"), Some(2));
+        cache.forget(&"a");
+        assert_eq!(cache.get(&"a"), None);
+        cache.put("b", 3);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&"b"), None, "expired");
+        cache.put("c", 4);
+        cache.put("d", 5);
+        cache.put("e", 6);
+        assert!(cache.get(&"e").is_some(), "full maps make room");
+    }
+}
