@@ -34,8 +34,7 @@ impl Default for Cache {
 impl Cache {
     /// A fresh cached object body.
     pub fn object(&self, kind: &'static str, mount: &str, name: &str) -> Option<String> {
-        self.objects
-            .get(&(kind, mount.to_owned(), name.to_owned()))
+        self.objects.get(&(kind, mount.to_owned(), name.to_owned()))
     }
 
     /// Remembers an object body just read or written.
@@ -71,7 +70,11 @@ mod tests {
         assert_eq!(cache.object("policy", "", "a"), None);
         cache.put_object("policy", "", "a", "v1");
         assert_eq!(cache.object("policy", "", "a").as_deref(), Some("v1"));
-        assert_eq!(cache.object("pki_role", "", "a"), None, "kinds are separate");
+        assert_eq!(
+            cache.object("pki_role", "", "a"),
+            None,
+            "kinds are separate"
+        );
         cache.put_object("policy", "", "a", "v2");
         assert_eq!(cache.object("policy", "", "a").as_deref(), Some("v2"));
         cache.forget_object("policy", "", "a");

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::acme::{AccountKey, AcmeClient, Http01Responder, Https, b64};
@@ -75,18 +76,40 @@ fn split_url(url: &str) -> (SocketAddr, String, String) {
     (addr, authority.to_owned(), format!("/{path}"))
 }
 
+/// Time spent in each step of an issuance (microseconds, summed over all workers), and how often
+/// a poll had to wait: where an issuance's latency goes.
+static STEP_MICROS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+const STEPS: [&str; 8] = [
+    "new_order",
+    "authz",
+    "challenge",
+    "authz_poll",
+    "order_ready",
+    "finalize",
+    "order_valid",
+    "download",
+];
+static POLL_WAITS: AtomicU64 = AtomicU64::new(0);
+
+fn step(i: usize, since: Instant) -> Instant {
+    STEP_MICROS[i].fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    Instant::now()
+}
+
 async fn poll(client: &mut AcmeClient, url: &str, until: &[&str]) -> Value {
     for _ in 0..600 {
         let v = client.post(url, None).await.json();
         if until.iter().any(|s| v["status"] == *s) {
             return v;
         }
+        POLL_WAITS.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{url} never reached {until:?}");
 }
 
 async fn issue(client: &mut AcmeClient, responder: &Http01Responder, name: &str, csr: &[u8]) {
+    let t = Instant::now();
     let new_order = client.url("newOrder");
     let r = client
         .post(
@@ -103,7 +126,9 @@ async fn issue(client: &mut AcmeClient, responder: &Http01Responder, name: &str,
         .as_str()
         .unwrap_or_else(|| panic!("no authz"))
         .to_owned();
+    let t = step(0, t);
     let authz = client.post(&authz_url, None).await.json();
+    let mut t = step(1, t);
     if authz["status"] != "valid" {
         let ch = authz["challenges"]
             .as_array()
@@ -116,10 +141,13 @@ async fn issue(client: &mut AcmeClient, responder: &Http01Responder, name: &str,
             .post(ch["url"].as_str().unwrap_or_default(), Some(&json!({})))
             .await;
         assert_eq!(r.status, 200, "challenge: {}", r.text());
+        t = step(2, t);
         let a = poll(client, &authz_url, &["valid", "invalid"]).await;
         assert_eq!(a["status"], "valid", "{a}");
+        t = step(3, t);
     }
     let order = poll(client, &order_url, &["ready", "invalid"]).await;
+    let t = step(4, t);
     assert_eq!(order["status"], "ready", "{order}");
     let r = client
         .post(
@@ -128,12 +156,15 @@ async fn issue(client: &mut AcmeClient, responder: &Http01Responder, name: &str,
         )
         .await;
     assert_eq!(r.status, 200, "finalize: {}", r.text());
+    let t = step(5, t);
     let order = poll(client, &order_url, &["valid", "invalid"]).await;
     assert_eq!(order["status"], "valid", "{order}");
+    let t = step(6, t);
     let r = client
         .post(order["certificate"].as_str().unwrap_or_default(), None)
         .await;
     assert_eq!(r.status, 200, "download: {}", r.text());
+    step(7, t);
 }
 
 #[tokio::main]
@@ -188,9 +219,19 @@ async fn main() {
             .unwrap_or(0.0)
     };
     let rate = latencies.len() as f64 / elapsed;
+    let n = latencies.len().max(1) as f64;
+    let steps: serde_json::Map<String, Value> = STEPS
+        .iter()
+        .zip(&STEP_MICROS)
+        .map(|(name, micros)| {
+            let ms = micros.load(Ordering::Relaxed) as f64 / n / 1000.0;
+            ((*name).to_owned(), json!((ms * 100.0).round() / 100.0))
+        })
+        .collect();
     println!(
         "{}",
         json!({"label": args.label, "workers": args.workers, "issuances": latencies.len(), "seconds": elapsed,
-            "issuances_per_second": rate, "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99)})
+            "issuances_per_second": rate, "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
+            "mean_step_ms": steps, "poll_waits": POLL_WAITS.load(Ordering::Relaxed)})
     );
 }
