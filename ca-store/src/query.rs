@@ -31,6 +31,9 @@ impl<'a> InsertRow<'a> {
     }
 }
 
+/// Rows whose DER one retention statement drops (short write-lock holds between issuances).
+pub(crate) const RETENTION_CHUNK: i64 = 2_000;
+
 /// Rows per multi-row INSERT; keeps bind parameters well under SQLite's 32,766 limit.
 pub(crate) const ROWS_PER_STATEMENT: usize = 400;
 
@@ -439,15 +442,38 @@ macro_rules! impl_ledger {
             }
 
             async fn forget_expired_der(&self, expired_before: i64) -> Result<u64, $crate::Error> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "UPDATE certificates SET der = NULL WHERE der IS NOT NULL AND not_after < ",
-                );
-                qb.push_bind(expired_before);
-                Ok(qb
-                    .build()
-                    .execute(self.certificate_pool())
-                    .await?
-                    .rows_affected())
+                // In chunks, walking ids forward: one statement over a large ledger would hold
+                // the write lock for seconds and stall issuance behind it.
+                let mut total = 0;
+                let mut last_id = 0i64;
+                loop {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id FROM certificates WHERE id > ",
+                    );
+                    qb.push_bind(last_id)
+                        .push(" AND der IS NOT NULL AND not_after < ")
+                        .push_bind(expired_before)
+                        .push(" ORDER BY id LIMIT ")
+                        .push_bind($crate::query::RETENTION_CHUNK);
+                    let ids: Vec<(i64,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                    let Some(&(max,)) = ids.last() else {
+                        return Ok(total);
+                    };
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE certificates SET der = NULL WHERE der IS NOT NULL AND id IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for (id,) in &ids {
+                        list.push_bind(*id);
+                    }
+                    qb.push(")");
+                    total += qb
+                        .build()
+                        .execute(self.certificate_pool())
+                        .await?
+                        .rows_affected();
+                    last_id = max;
+                }
             }
 
             async fn summary(&self, now: i64) -> Result<$crate::LedgerSummary, $crate::Error> {
