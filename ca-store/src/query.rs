@@ -447,9 +447,8 @@ macro_rules! impl_ledger {
                 let mut total = 0;
                 let mut last_id = 0i64;
                 loop {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id FROM certificates WHERE id > ",
-                    );
+                    let mut qb =
+                        sqlx::QueryBuilder::<$db>::new("SELECT id FROM certificates WHERE id > ");
                     qb.push_bind(last_id)
                         .push(" AND der IS NOT NULL AND not_after < ")
                         .push_bind(expired_before)
