@@ -21,6 +21,11 @@ pub fn b64(data: &[u8]) -> String {
     B64.encode(data)
 }
 
+/// Decodes base64url without padding.
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    B64.decode(text).ok()
+}
+
 /// An account key.
 pub enum AccountKey {
     /// RSA (RS256), as cert-manager and certbot use.

@@ -40,3 +40,191 @@ pub fn service_account_token(
     let sig = signer.sign(format!("{header}.{payload}").as_bytes());
     format!("{header}.{payload}.{}", b64(&sig))
 }
+
+/// Test double for the API server's TokenReview endpoint (`POST
+/// /apis/authentication.k8s.io/v1/tokenreviews` over HTTPS), for servers configured without local
+/// keys. It authenticates tokens the way the API server does for ones it signed — signature (RS256
+/// is deterministic, so re-signing the input must give the same bytes), expiry, audiences — and
+/// answers with the same `status` shape. Requests must carry `Bearer <reviewer token>`.
+pub struct TokenReviewServer {
+    /// Where it listens (127.0.0.1).
+    pub addr: std::net::SocketAddr,
+    /// Its self-signed certificate, PEM: configure it as `kubernetes_ca_cert`.
+    pub ca_pem: String,
+    /// Reviews answered so far.
+    pub reviews: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenReviewServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn review(signer: &AccountKey, spec: &serde_json::Value) -> serde_json::Value {
+    let token = spec["token"].as_str().unwrap_or_default();
+    let parts: Vec<&str> = token.split('.').collect();
+    let unauthenticated = json!({"authenticated": false, "error": "invalid bearer token"});
+    let [h, p, s] = parts[..] else {
+        return unauthenticated;
+    };
+    if b64(&signer.sign(format!("{h}.{p}").as_bytes())) != s {
+        return unauthenticated;
+    }
+    let Some(claims) = crate::acme::b64_decode(p)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return unauthenticated;
+    };
+    if claims["exp"].as_i64().is_none_or(|e| e <= now()) {
+        return json!({"authenticated": false, "error": "token has expired"});
+    }
+    let token_auds: Vec<&str> = claims["aud"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let wanted: Vec<&str> = spec["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let audiences: Vec<&str> = if wanted.is_empty() {
+        token_auds.clone()
+    } else {
+        wanted
+            .into_iter()
+            .filter(|a| token_auds.contains(a))
+            .collect()
+    };
+    if audiences.is_empty() {
+        return json!({"authenticated": false, "error": "token audiences are invalid"});
+    }
+    json!({
+        "authenticated": true,
+        "user": {
+            "username": claims["sub"],
+            "uid": claims["kubernetes.io"]["serviceaccount"]["uid"],
+            "groups": ["system:serviceaccounts"],
+        },
+        "audiences": audiences,
+    })
+}
+
+impl TokenReviewServer {
+    /// Starts on 127.0.0.1 with a fresh self-signed certificate; tokens are checked against
+    /// `signer`, callers must present `reviewer_token`.
+    pub async fn start(signer: AccountKey, reviewer_token: &str) -> Self {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        use hyper_util::rt::TokioIo;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap_or_else(|e| panic!("params: {e}"));
+        let cert = params
+            .self_signed(&key)
+            .unwrap_or_else(|e| panic!("cert: {e}"));
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("tls: {e}"))
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap_or_else(|e| panic!("tls cert: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let (signer, bearer, counter) = (
+            Arc::new(signer),
+            Arc::new(format!("Bearer {reviewer_token}")),
+            Arc::clone(&reviews),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, signer, bearer, counter) = (
+                    acceptor.clone(),
+                    Arc::clone(&signer),
+                    Arc::clone(&bearer),
+                    Arc::clone(&counter),
+                );
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (signer, bearer, counter) = (
+                                Arc::clone(&signer),
+                                Arc::clone(&bearer),
+                                Arc::clone(&counter),
+                            );
+                            async move {
+                                let authorized = req
+                                    .headers()
+                                    .get(hyper::header::AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    == Some(bearer.as_str());
+                                let path_ok = req.method() == hyper::Method::POST
+                                    && req.uri().path()
+                                        == "/apis/authentication.k8s.io/v1/tokenreviews";
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let (status, doc) = if !authorized {
+                                    (401, json!({"kind": "Status", "code": 401}))
+                                } else if !path_ok {
+                                    (404, json!({"kind": "Status", "code": 404}))
+                                } else {
+                                    counter.fetch_add(1, Ordering::Relaxed);
+                                    let request: serde_json::Value =
+                                        serde_json::from_slice(&body).unwrap_or_default();
+                                    let status = review(&signer, &request["spec"]);
+                                    (
+                                        201,
+                                        json!({
+                                            "apiVersion": "authentication.k8s.io/v1",
+                                            "kind": "TokenReview",
+                                            "spec": request["spec"],
+                                            "status": status,
+                                        }),
+                                    )
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(doc.to_string())))
+                                        .unwrap_or_default(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            ca_pem: cert.pem(),
+            reviews,
+            task,
+        }
+    }
+}

@@ -873,3 +873,125 @@ async fn tidy_trims_expired_certificates_but_keeps_their_ledger_rows() {
         "the ledger row remains for reports"
     );
 }
+
+/// Kubernetes auth with no local keys: the server asks the API server (TokenReview). No API
+/// server runs here, so `conformance::kubernetes::TokenReviewServer` plays its TokenReview
+/// endpoint over real HTTPS; the server's production client talks to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_login_through_token_review() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (_server, vault, signer) = setup(dir).await;
+    let reviewer_signer =
+        AccountKey::rsa_from_pkcs8(&std::fs::read(dir.join("sa.p8.der")).expect("key"));
+    let api =
+        conformance::kubernetes::TokenReviewServer::start(reviewer_signer, "reviewer-sa-token")
+            .await;
+
+    // Reconfigure without pem_keys: kubernetes_host + CA + reviewer token.
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": format!("https://{}", api.addr),
+                   "kubernetes_ca_cert": api.ca_pem, "token_reviewer_jwt": "reviewer-sa-token"}),
+        )
+        .await;
+    let config = vault
+        .call("GET", "auth/kubernetes/config", Some(&vault.token), None)
+        .await;
+    assert_eq!(config.status, 200);
+    assert!(
+        !config.text().contains("reviewer-sa-token"),
+        "the reviewer token is never returned"
+    );
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/role/reviewed",
+            json!({"bound_service_account_names": "api", "bound_service_account_namespaces": "payments",
+                   "audience": "ca-server", "token_policies": "default", "ttl": "5m"}),
+        )
+        .await;
+    let login = |jwt: String| {
+        let vault = &vault;
+        async move {
+            vault
+                .call(
+                    "POST",
+                    "auth/kubernetes/login",
+                    None,
+                    Some(json!({"role": "reviewed", "jwt": jwt})),
+                )
+                .await
+        }
+    };
+
+    let ok = login(service_account_token(
+        &signer,
+        "payments",
+        "api",
+        "ca-server",
+        600,
+    ))
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let meta = &ok.json()["auth"]["metadata"];
+    assert_eq!(meta["service_account_name"], "api");
+    assert_eq!(meta["service_account_namespace"], "payments");
+    assert_eq!(
+        meta["service_account_uid"],
+        "0b7a1c2d-1111-2222-3333-444455556666"
+    );
+    assert!(
+        api.reviews.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the API server was asked"
+    );
+
+    for (jwt, why) in [
+        (
+            service_account_token(&signer, "payments", "api", "ca-server", -60),
+            "expired",
+        ),
+        (
+            service_account_token(&signer, "payments", "api", "someone-else", 600),
+            "wrong audience",
+        ),
+        (
+            service_account_token(&signer, "payments", "web", "ca-server", 600),
+            "not bound to the role",
+        ),
+    ] {
+        let r = login(jwt).await;
+        assert_eq!(r.status, 403, "{why}: {}", r.text());
+    }
+    // A token from another signer is not one the API server vouches for.
+    let foreign = AccountKey::rsa_from_pkcs8(&conformance::openssl::pkcs8_key(
+        dir,
+        "foreign",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ));
+    let r = login(service_account_token(
+        &foreign,
+        "payments",
+        "api",
+        "ca-server",
+        600,
+    ))
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // The API server unreachable: try again later (503), not "permission denied".
+    drop(api);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = login(service_account_token(
+        &signer,
+        "payments",
+        "api",
+        "ca-server",
+        600,
+    ))
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["errors"].is_array());
+}

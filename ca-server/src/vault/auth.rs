@@ -449,6 +449,12 @@ struct KubernetesConfig {
     /// A JWK Set (the API server's `/openid/v1/jwks`), as JSON text.
     jwks: String,
     issuer: String,
+    /// Without `pem_keys` or `jwks`: the API server's CA for TokenReview (PEM).
+    #[serde(default)]
+    kubernetes_ca_cert: String,
+    /// Without `pem_keys` or `jwks`: the credential TokenReview calls use. Never returned.
+    #[serde(default)]
+    token_reviewer_jwt: String,
 }
 
 async fn manage(
@@ -468,10 +474,16 @@ async fn manage(
                     pem_keys: list_field(&req.data, "pem_keys"),
                     jwks: string_field(&req.data, "jwks"),
                     issuer: string_field(&req.data, "issuer"),
+                    kubernetes_ca_cert: string_field(&req.data, "kubernetes_ca_cert"),
+                    token_reviewer_jwt: string_field(&req.data, "token_reviewer_jwt"),
                 };
-                if config.pem_keys.is_empty() && config.jwks.is_empty() {
+                if config.pem_keys.is_empty()
+                    && config.jwks.is_empty()
+                    && !config.kubernetes_host.starts_with("https://")
+                {
                     return Err(VaultError::bad_request(
-                        "pem_keys or jwks is required: tokens are verified locally",
+                        "pem_keys or jwks (local verification), or an https:// kubernetes_host \
+                         (TokenReview), is required",
                     ));
                 }
                 keys_of(&config)?;
@@ -494,7 +506,10 @@ async fn manage(
                     .object("kubernetes_config", mount, "config")
                     .await?
                     .ok_or_else(VaultError::not_found)?;
-                let config: Value = serde_json::from_str(&body).unwrap_or_default();
+                let mut config: Value = serde_json::from_str(&body).unwrap_or_default();
+                if let Some(c) = config.as_object_mut() {
+                    c.remove("token_reviewer_jwt");
+                }
                 Ok(envelope(Some(config), vec![], None))
             }
             _ => Err(VaultError::unsupported()),
@@ -686,11 +701,33 @@ async fn kubernetes_login(
         Some(b) => serde_json::from_str(&b).map_err(|e| VaultError::internal("config", e))?,
         None => return Err(VaultError::bad_request("kubernetes auth is not configured")),
     };
-    let keys = keys_of(&config)?;
     let denied = |why: &str| {
         tracing::info!(mount, role = %role_name, reason = why, "kubernetes login refused");
         VaultError::permission_denied()
     };
+    if config.pem_keys.is_empty() && config.jwks.is_empty() {
+        // No local keys: ask the API server (TokenReview).
+        let reviewed = super::token_review::review(
+            &config.kubernetes_host,
+            &config.kubernetes_ca_cert,
+            &config.token_reviewer_jwt,
+            jwt.trim(),
+            &role.audience,
+        )
+        .await?
+        .ok_or_else(|| denied("TokenReview: not authenticated"))?;
+        return kubernetes_identity(
+            state,
+            mount,
+            &role_name,
+            &role,
+            &reviewed.namespace,
+            &reviewed.name,
+            Some(reviewed.uid.as_str()),
+        )
+        .await;
+    }
+    let keys = keys_of(&config)?;
     let claims = verify_jwt(jwt.trim(), &keys).ok_or_else(|| denied("signature"))?;
     let t = now();
     if claims["exp"].as_i64().is_some_and(|e| e <= t) {
@@ -735,13 +772,27 @@ async fn kubernetes_login(
     {
         return Err(denied("subject does not match the service account"));
     }
+    kubernetes_identity(state, mount, &role_name, &role, namespace, name, uid).await
+}
+
+/// The role's bindings, then a token for the verified service account.
+async fn kubernetes_identity(
+    state: &VaultState,
+    mount: &str,
+    role_name: &str,
+    role: &KubernetesRole,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<Response, VaultError> {
     let bound = |patterns: &[String], value: &str| {
         patterns.iter().any(|p| p == "*" || glob_matches(p, value))
     };
     if !bound(&role.bound_service_account_names, name)
         || !bound(&role.bound_service_account_namespaces, namespace)
     {
-        return Err(denied("service account not bound to the role"));
+        tracing::info!(mount, role = %role_name, reason = "service account not bound to the role", "kubernetes login refused");
+        return Err(VaultError::permission_denied());
     }
     let mut meta = Map::new();
     meta.insert("auth_method".into(), json!("kubernetes"));

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod cache;
 pub mod pki;
+pub mod token_review;
 pub mod values;
 
 use std::sync::Arc;

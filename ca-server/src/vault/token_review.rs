@@ -1,0 +1,174 @@
+//! Kubernetes auth without local keys: the API server's TokenReview
+//! (`POST /apis/authentication.k8s.io/v1/tokenreviews`), as Vault does when no `pem_keys` or JWKS
+//! are configured. The reviewer's credential is `token_reviewer_jwt`, else the pod's own
+//! service-account token, else the JWT being reviewed (Vault's fallback); the API server is trusted
+//! through `kubernetes_ca_cert`, else the pod's `ca.crt`. Neither token is ever logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use super::VaultError;
+
+/// In-cluster defaults (the pod's own service-account mount).
+const POD_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+const POD_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// What the API server said about a token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reviewed {
+    /// Service-account namespace.
+    pub namespace: String,
+    /// Service-account name.
+    pub name: String,
+    /// Service-account UID.
+    pub uid: String,
+}
+
+/// The API server could not be asked: a 503 for the client (try again), never a denial.
+fn unavailable(why: impl std::fmt::Display) -> VaultError {
+    tracing::warn!(error = %why, "TokenReview failed");
+    VaultError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        errors: vec!["the Kubernetes API server could not review the token; retry later".into()],
+    }
+}
+
+/// Asks the API server whether `jwt` is a valid token for `audience` (if set). `Ok(None)`: the
+/// API server says it is not.
+pub async fn review(
+    host: &str,
+    ca_pem: &str,
+    reviewer_jwt: &str,
+    jwt: &str,
+    audience: &str,
+) -> Result<Option<Reviewed>, VaultError> {
+    let url = host.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| VaultError::bad_request("kubernetes_host must be an https:// URL"))?;
+    let (authority, base_path) = match rest.split_once('/') {
+        Some((a, p)) => (a, format!("/{p}")),
+        None => (rest, String::new()),
+    };
+    let (hostname, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse::<u16>()
+                .map_err(|_| VaultError::bad_request("kubernetes_host: bad port"))?,
+        ),
+        _ => (authority, 443),
+    };
+    let ca_pem = if ca_pem.trim().is_empty() {
+        std::fs::read_to_string(POD_CA)
+            .map_err(|_| VaultError::bad_request("kubernetes_ca_cert is required outside a pod"))?
+    } else {
+        ca_pem.to_owned()
+    };
+    let reviewer = if !reviewer_jwt.trim().is_empty() {
+        reviewer_jwt.trim().to_owned()
+    } else {
+        std::fs::read_to_string(POD_TOKEN)
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|_| jwt.to_owned())
+    };
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            cert.map_err(|_| VaultError::bad_request("kubernetes_ca_cert: bad PEM"))?;
+        roots
+            .add(cert)
+            .map_err(|_| VaultError::bad_request("kubernetes_ca_cert: unusable certificate"))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(unavailable)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(hostname.to_owned())
+        .map_err(|_| VaultError::bad_request("kubernetes_host: bad host name"))?;
+
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {
+            "token": jwt,
+            "audiences": if audience.is_empty() { json!(null) } else { json!([audience]) },
+        },
+    })
+    .to_string();
+    let request = hyper::Request::post(format!(
+        "{base_path}/apis/authentication.k8s.io/v1/tokenreviews"
+    ))
+    .header(hyper::header::HOST, authority)
+    .header(hyper::header::CONTENT_TYPE, "application/json")
+    .header(hyper::header::ACCEPT, "application/json")
+    .header(hyper::header::AUTHORIZATION, format!("Bearer {reviewer}"))
+    .body(Full::new(Bytes::from(body)))
+    .map_err(unavailable)?;
+
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect((hostname, port)).await?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(server_name, tcp)
+            .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(std::io::Error::other)?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        Ok::<_, std::io::Error>((status, bytes))
+    };
+    let (status, bytes) = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| unavailable("timed out"))?
+        .map_err(unavailable)?;
+    if !status.is_success() {
+        // 401/403: our reviewer credential is refused — a configuration problem, not the client's.
+        return Err(unavailable(format!("API server answered {status}")));
+    }
+    let doc: Value = serde_json::from_slice(&bytes).map_err(unavailable)?;
+    let st = &doc["status"];
+    if st["authenticated"] != json!(true) {
+        return Ok(None);
+    }
+    if !audience.is_empty()
+        && !st["audiences"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(audience)))
+    {
+        return Ok(None);
+    }
+    let username = st["user"]["username"].as_str().unwrap_or_default();
+    let Some(rest) = username.strip_prefix("system:serviceaccount:") else {
+        return Ok(None);
+    };
+    let Some((namespace, name)) = rest.split_once(':') else {
+        return Ok(None);
+    };
+    Ok(Some(Reviewed {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: st["user"]["uid"].as_str().unwrap_or_default().to_owned(),
+    }))
+}
