@@ -40,6 +40,16 @@ impl PostgresLedger {
         &self.pool
     }
 
+    /// Every PostgreSQL commit is durable (`synchronous_commit` on): nothing to switch.
+    async fn begin_durable(
+        &self,
+        _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn end_durable(&self, _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>) {}
+
     fn read_pool(&self) -> &PgPool {
         &self.pool
     }

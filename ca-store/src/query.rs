@@ -323,22 +323,29 @@ macro_rules! impl_ledger {
                     batch.iter().map($crate::query::InsertRow::issued).collect();
                 // Superseding happens in the `certificates_supersede` trigger, so one statement
                 // is atomic on its own: the common case is a single round trip and commit.
-                if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
-                    $crate::query::insert_certificates::<$db>(&rows)
-                        .build()
-                        .execute(self.certificate_pool())
-                        .await?;
-                    return Ok(());
+                let mut conn = self.certificate_pool().acquire().await?;
+                self.begin_durable(&mut conn).await?;
+                let result = async {
+                    if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
+                        $crate::query::insert_certificates::<$db>(&rows)
+                            .build()
+                            .execute(&mut *conn)
+                            .await?;
+                        return Ok(());
+                    }
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    for chunk in rows.chunks($crate::query::ROWS_PER_STATEMENT) {
+                        $crate::query::insert_certificates::<$db>(chunk)
+                            .build()
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok::<(), $crate::Error>(())
                 }
-                let mut tx = self.certificate_pool().begin().await?;
-                for chunk in rows.chunks($crate::query::ROWS_PER_STATEMENT) {
-                    $crate::query::insert_certificates::<$db>(chunk)
-                        .build()
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                .await;
+                self.end_durable(&mut conn).await;
+                result
             }
 
             async fn record_observed(
@@ -433,12 +440,11 @@ macro_rules! impl_ledger {
                 reason: i32,
             ) -> Result<bool, $crate::Error> {
                 let mut qb = $crate::query::revoke::<$db>(serial, revoked_at, reason);
-                Ok(qb
-                    .build()
-                    .execute(self.certificate_pool())
-                    .await?
-                    .rows_affected()
-                    == 1)
+                let mut conn = self.certificate_pool().acquire().await?;
+                self.begin_durable(&mut conn).await?;
+                let result = qb.build().execute(&mut *conn).await;
+                self.end_durable(&mut conn).await;
+                Ok(result?.rows_affected() == 1)
             }
 
             async fn forget_expired_der(&self, expired_before: i64) -> Result<u64, $crate::Error> {

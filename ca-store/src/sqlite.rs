@@ -1,10 +1,12 @@
 //! The embedded SQLite ledger: one file in the data directory, WAL mode.
 //!
-//! Certificates are written through one connection with `synchronous=FULL`: a row is on disk
-//! before a certificate leaves the process (cheap once the group-commit writer batches rows).
-//! Protocol state (nonces, orders, tokens…) is written through a second connection with
-//! `synchronous=NORMAL`: in WAL mode its commits skip the fsync, and the next certificate commit's
-//! fsync of the WAL persists them too. A small pool of readers runs beside both.
+//! All writes share one connection, so they queue in the pool instead of contending for SQLite's
+//! write lock (a second writer connection sleeps in the busy handler while the first commits).
+//! Protocol state (nonces, orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
+//! skips the fsync. Certificate rows and revocations switch the connection to `synchronous=FULL`
+//! for their statement, so they are on disk before a certificate leaves the process — and that
+//! fsync of the WAL persists every earlier protocol-state commit too. A small pool of readers runs
+//! beside the writer.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,7 +21,6 @@ use crate::{Backend, DatabaseUrl, Error};
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     writer: SqlitePool,
-    state_writer: SqlitePool,
     readers: SqlitePool,
 }
 
@@ -35,29 +36,24 @@ impl SqliteLedger {
             // commits are copied to the database file once per checkpoint, not once per 4 MB.
             .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(true);
+        // One write connection for everything: two would contend for SQLite's write lock, and
+        // the loser sleeps in the busy handler for milliseconds. Protocol state commits with
+        // `synchronous=NORMAL`; certificate writes switch to FULL around their statement
+        // ([`SqliteLedger::begin_durable`]), and that fsync of the WAL persists every earlier
+        // commit too.
         let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
-        let state_writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            writer,
-            state_writer,
-            readers,
-        })
+        Ok(Self { writer, readers })
     }
 }
 
@@ -67,7 +63,25 @@ impl SqliteLedger {
     }
 
     fn write_pool(&self) -> &SqlitePool {
-        &self.state_writer
+        &self.writer
+    }
+
+    /// Certificate writes must be on disk when they commit: FULL for the next statement.
+    async fn begin_durable(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    ) -> Result<(), Error> {
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut **conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Back to NORMAL for protocol state. If this fails the connection stays FULL: slower, safe.
+    async fn end_durable(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut **conn)
+            .await;
     }
 
     fn read_pool(&self) -> &SqlitePool {
@@ -76,7 +90,6 @@ impl SqliteLedger {
 
     async fn close_pools(&self) {
         self.readers.close().await;
-        self.state_writer.close().await;
         self.writer.close().await;
     }
 }
