@@ -79,6 +79,33 @@ fn cli_sign(data: &Path, dir: &Path, name: &str, args: &[&str]) -> String {
     bytes.join(":")
 }
 
+/// pkilint's RFC 5280 CRL linter on a DER CRL: no findings at NOTICE or above.
+fn assert_lint_clean(crl: &Path) {
+    let lint = std::env::var("CA_TEST_LINT_CRL").unwrap_or_else(|_| "lint_crl".into());
+    let out = std::process::Command::new(&lint)
+        .args([
+            "lint",
+            "-t",
+            "CRL",
+            "-p",
+            "PKIX",
+            "-s",
+            "NOTICE",
+            "--document-format",
+            "DER",
+        ])
+        .arg(crl)
+        .output()
+        .unwrap_or_else(|e| panic!("{lint} (pkilint; conformance/run.sh installs it): {e}"));
+    let findings = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "lint_crl {}: {findings}{}",
+        crl.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn kubeadm_node_observed_reported_and_renewed() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -688,28 +715,7 @@ async fn ledger_api_metrics_revocation_and_crl() {
     );
 
     // pkilint's RFC 5280 CRL linter finds nothing to report.
-    let lint = std::env::var("CA_TEST_LINT_CRL").unwrap_or_else(|_| "lint_crl".into());
-    let out = std::process::Command::new(&lint)
-        .args([
-            "lint",
-            "-t",
-            "CRL",
-            "-p",
-            "PKIX",
-            "-s",
-            "NOTICE",
-            "--document-format",
-            "DER",
-        ])
-        .arg(dir.join("crl.der"))
-        .output()
-        .unwrap_or_else(|e| panic!("{lint} (pkilint; conformance/run.sh installs it): {e}"));
-    let findings = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "lint_crl: {findings}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_lint_clean(&dir.join("crl.der"));
 }
 
 /// Serials listed by a DER CRL, as openssl prints them (upper-case hex, sign byte kept).
@@ -821,27 +827,7 @@ fn sharded_crls_list_each_revocation_in_its_shard() {
             text.contains(&format!("URI:http://ca.example/crl/{shard}")),
             "{text}"
         );
-        let lint = std::env::var("CA_TEST_LINT_CRL").unwrap_or_else(|_| "lint_crl".into());
-        let out = std::process::Command::new(&lint)
-            .args([
-                "lint",
-                "-t",
-                "CRL",
-                "-p",
-                "PKIX",
-                "-s",
-                "NOTICE",
-                "--document-format",
-                "DER",
-            ])
-            .arg(dir.join(&file))
-            .output()
-            .unwrap_or_else(|e| panic!("{lint}: {e}"));
-        let findings = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && findings.trim().is_empty(),
-            "lint_crl on shard {shard}: {findings}"
-        );
+        assert_lint_clean(&dir.join(&file));
     }
     for bad in ["/crl/4096", "/crl/x"] {
         let (code, _) = curl_http(&format!("{}{bad}", server.http_url()));

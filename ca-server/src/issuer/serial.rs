@@ -31,6 +31,27 @@ pub fn to_colon_hex(serial: &[u8]) -> String {
         .join(":")
 }
 
+/// Parses a serial in hex, with or without colons (`1a:2b…`, `1A2B…`, `0x1a2b`), as the
+/// magnitude the ledger stores (no leading zero bytes). None for anything else.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':' && *c != '-' && !c.is_whitespace())
+        .collect();
+    let hex = hex.strip_prefix("0x").unwrap_or(&hex);
+    if hex.is_empty() || hex.len() % 2 == 1 || hex.len() > 42 {
+        return None;
+    }
+    let mut out: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    while out.len() > 1 && out[0] == 0 {
+        out.remove(0);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

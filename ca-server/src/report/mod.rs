@@ -171,38 +171,11 @@ pub struct AuthorityItem {
     pub role: String,
 }
 
-/// Lower-case colon hex.
-pub fn colon_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+/// Lower-case colon hex (as Vault prints serials).
+pub use crate::issuer::serial::to_colon_hex as colon_hex;
 
-/// Parses a serial in hex, with or without colons (`1a:2b…` or `1A2B…`).
-pub fn parse_serial(s: &str) -> Option<Vec<u8>> {
-    let hex: String = s
-        .chars()
-        .filter(|c| *c != ':' && *c != '-' && !c.is_whitespace())
-        .collect();
-    let hex = hex.strip_prefix("0x").unwrap_or(&hex);
-    if hex.is_empty() || hex.len() % 2 == 1 {
-        return None;
-    }
-    let mut out: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    // Serials are stored without a leading sign byte.
-    while out.len() > 1 && out[0] == 0 {
-        out.remove(0);
-    }
-    Some(out)
-}
+/// Parses a serial in hex, with or without colons.
+pub use crate::issuer::serial::from_hex as parse_serial;
 
 /// RFC 3339 UTC with seconds.
 pub fn rfc3339(t: i64) -> String {

@@ -256,15 +256,7 @@ fn colon_hex(serial: &[u8]) -> String {
 }
 
 fn parse_serial(s: &str) -> Option<Vec<u8>> {
-    let clean: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if clean.is_empty() || !clean.len().is_multiple_of(2) || clean.len() > 42 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok())
-        .collect();
-    bytes.map(|b| b.into_iter().skip_while(|x| *x == 0).collect())
+    crate::issuer::serial::from_hex(s)
 }
 
 fn raw(content_type: &'static str, body: Vec<u8>) -> Response {
