@@ -134,6 +134,12 @@ pub trait AcmeStore: Send + Sync + 'static {
     ) -> Result<(), Error>;
     /// Looks an order up.
     async fn order(&self, id: &str) -> Result<Option<OrderRow>, Error>;
+    /// Looks an order up with its authorizations (ordered by id), in one query: what every
+    /// order poll and finalize needs.
+    async fn order_with_authorizations(
+        &self,
+        id: &str,
+    ) -> Result<Option<(OrderRow, Vec<AuthorizationRow>)>, Error>;
     /// Ids of an account's orders, newest first, at most `limit`.
     async fn order_ids_for_account(
         &self,
@@ -167,6 +173,43 @@ pub(crate) const ORDER_COLUMNS: &str = "id, account_id, status, expires, identif
      not_after, error, certificate_serial, replaces, created_at";
 pub(crate) const AUTHZ_COLUMNS: &str = "id, order_id, account_id, identifier_type, identifier_value, \
      wildcard, status, expires, challenges";
+
+/// `SELECT` list of an order joined with its authorizations: the order's columns under their own
+/// names, the authorization's prefixed `a_` (NULL when the order has none).
+pub(crate) fn order_join_columns() -> &'static str {
+    static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let order = ORDER_COLUMNS.split(',').map(|c| format!("o.{}", c.trim()));
+        let authz = AUTHZ_COLUMNS
+            .split(',')
+            .map(|c| format!("a.{} AS a_{}", c.trim(), c.trim()));
+        order.chain(authz).collect::<Vec<_>>().join(", ")
+    });
+    &COLUMNS
+}
+
+/// The authorization half of an [`order_join_columns`] row, if the row has one.
+pub(crate) fn joined_authorization<R>(row: &R) -> Result<Option<AuthorizationRow>, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Some(id) = row.try_get::<Option<String>, _>("a_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(AuthorizationRow {
+        id,
+        order_id: row.try_get("a_order_id")?,
+        account_id: row.try_get("a_account_id")?,
+        identifier_type: row.try_get("a_identifier_type")?,
+        identifier_value: row.try_get("a_identifier_value")?,
+        wildcard: row.try_get("a_wildcard")?,
+        status: row.try_get("a_status")?,
+        expires: row.try_get("a_expires")?,
+        challenges: row.try_get("a_challenges")?,
+    }))
+}
 
 /// Implements [`AcmeStore`] for a backend type with `write_pool()` and `read_pool()` methods.
 /// One body for both dialects: `QueryBuilder` emits each dialect's placeholders.
@@ -407,6 +450,31 @@ macro_rules! impl_acme_store {
                 ));
                 qb.push_bind(id.to_owned());
                 Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+            }
+
+            async fn order_with_authorizations(
+                &self,
+                id: &str,
+            ) -> Result<
+                Option<($crate::acme::OrderRow, Vec<$crate::acme::AuthorizationRow>)>,
+                $crate::Error,
+            > {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM acme_orders o LEFT JOIN acme_authorizations a \
+                     ON a.order_id = o.id WHERE o.id = ",
+                    $crate::acme::order_join_columns()
+                ));
+                qb.push_bind(id.to_owned()).push(" ORDER BY a.id");
+                let rows = qb.build().fetch_all(self.read_pool()).await?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let order: $crate::acme::OrderRow = sqlx::FromRow::from_row(first)?;
+                let mut authzs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    authzs.extend($crate::acme::joined_authorization(row)?);
+                }
+                Ok(Some((order, authzs)))
             }
 
             async fn order_ids_for_account(

@@ -567,6 +567,7 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
             Some(&json!({"identifiers": [{"type": "dns", "value": "right-txt.example.test"}]})),
         )
         .await;
+    let right_order_url = r.header("location").expect("Location");
     let authz_url = r.json()["authorizations"][0]
         .as_str()
         .expect("authz")
@@ -588,6 +589,36 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
         .post(ch["url"].as_str().expect("url"), Some(&json!({})))
         .await;
     assert_eq!(r.json()["status"], "valid", "{}", r.text());
+    assert_eq!(
+        client.post(&right_order_url, None).await.json()["status"],
+        "ready",
+        "an order reads ready once its only authorization is valid"
+    );
+
+    // Deactivating the authorization of a pending order makes the order invalid: it cannot be
+    // finalized any more.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "dns", "value": "given-up.example.test"}]})),
+        )
+        .await;
+    let order_url = r.header("location").expect("Location");
+    let finalize_url = r.json()["finalize"].as_str().expect("finalize").to_owned();
+    let authz_url = r.json()["authorizations"][0]
+        .as_str()
+        .expect("authz")
+        .to_owned();
+    let r = client
+        .post(&authz_url, Some(&json!({"status": "deactivated"})))
+        .await;
+    assert_eq!(r.json()["status"], "deactivated", "{}", r.text());
+    let order = client.post(&order_url, None).await.json();
+    assert_eq!(order["status"], "invalid", "{order}");
+    let r = client
+        .post(&finalize_url, Some(&json!({"csr": "AA"})))
+        .await;
+    assert_problem(&r, 403, "orderNotReady");
 
     // /metrics counts each validation by type and result (the ACME problem on failure).
     let (code, metrics) =

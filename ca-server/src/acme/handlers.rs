@@ -766,7 +766,11 @@ async fn check_replaces(
         ));
     }
     let earlier = state.inner.store.orders_replacing(replaces).await?;
-    if earlier.iter().any(|o| o.status != "invalid") {
+    // A failed or expired order does not count; a finalized one does.
+    if earlier
+        .iter()
+        .any(|o| effective_status(o, &[], now()) != "invalid")
+    {
         return Err(AcmeError::new(
             ProblemType::AlreadyReplaced,
             "this certificate has already been replaced",
@@ -775,15 +779,22 @@ async fn check_replaces(
     Ok(())
 }
 
-async fn load_order(
-    state: &AcmeState,
-    auth: &Authenticated,
-    id: &str,
-) -> Result<(OrderRow, Vec<AuthorizationRow>)> {
-    let order = state
+/// An order as its client sees it, with the status it is stored under.
+///
+/// Readiness is derived, not written (as Boulder does): an order stays stored as `pending` until
+/// finalize claims it, and reads as `ready` once every authorization is valid. A validation then
+/// costs one write, not three round trips; finalize claims the order from its stored status.
+struct LoadedOrder {
+    order: OrderRow,
+    authzs: Vec<AuthorizationRow>,
+    stored_status: String,
+}
+
+async fn load_order(state: &AcmeState, auth: &Authenticated, id: &str) -> Result<LoadedOrder> {
+    let (mut order, authzs) = state
         .inner
         .store
-        .order(id)
+        .order_with_authorizations(id)
         .await?
         .ok_or_else(|| AcmeError::not_found("order"))?;
     if order.account_id != auth.account()?.id {
@@ -791,8 +802,39 @@ async fn load_order(
             "the order belongs to another account",
         ));
     }
-    let authzs = state.inner.store.authorizations_for_order(id).await?;
-    Ok((order, authzs))
+    let stored_status = order.status.clone();
+    order.status = effective_status(&order, &authzs, now()).into();
+    Ok(LoadedOrder {
+        order,
+        authzs,
+        stored_status,
+    })
+}
+
+/// The status RFC 8555 §7.1.6 gives an order: a pending order becomes `ready` when all its
+/// authorizations are valid and `invalid` when one of them failed or was deactivated; a pending
+/// or ready order past its expiry is `invalid`.
+fn effective_status<'a>(order: &'a OrderRow, authzs: &[AuthorizationRow], now: i64) -> &'a str {
+    let stored = order.status.as_str();
+    if stored != "pending" && stored != "ready" {
+        return stored;
+    }
+    if order.expires <= now {
+        return "invalid";
+    }
+    if stored == "ready" {
+        return stored;
+    }
+    if authzs
+        .iter()
+        .any(|a| matches!(a.status.as_str(), "invalid" | "deactivated" | "revoked"))
+    {
+        "invalid"
+    } else if !authzs.is_empty() && authzs.iter().all(|a| a.status == "valid") {
+        "ready"
+    } else {
+        stored
+    }
 }
 
 fn order_response(
@@ -816,8 +858,8 @@ pub(super) async fn order(
     req: AcmePost,
 ) -> Result<Response> {
     let auth = state.verify(&req, Signer::Kid).await?;
-    let (order, authzs) = load_order(&state, &auth, &id).await?;
-    order_response(&auth.base, &order, &authzs, StatusCode::OK)
+    let loaded = load_order(&state, &auth, &id).await?;
+    order_response(&auth.base, &loaded.order, &loaded.authzs, StatusCode::OK)
 }
 
 pub(super) async fn finalize(
@@ -827,7 +869,11 @@ pub(super) async fn finalize(
 ) -> Result<Response> {
     let auth = state.verify(&req, Signer::Kid).await?;
     let account = auth.account()?.clone();
-    let (mut order, authzs) = load_order(&state, &auth, &id).await?;
+    let LoadedOrder {
+        mut order,
+        authzs,
+        stored_status,
+    } = load_order(&state, &auth, &id).await?;
     match order.status.as_str() {
         "ready" => {}
         "processing" | "valid" => {
@@ -852,9 +898,14 @@ pub(super) async fn finalize(
 
     // Claim the order; a concurrent finalize loses and reports the order as it is.
     order.status = "processing".into();
-    if !state.inner.store.update_order(&order, "ready").await? {
-        let (order, authzs) = load_order(&state, &auth, &id).await?;
-        return order_response(&auth.base, &order, &authzs, StatusCode::OK);
+    if !state
+        .inner
+        .store
+        .update_order(&order, &stored_status)
+        .await?
+    {
+        let loaded = load_order(&state, &auth, &id).await?;
+        return order_response(&auth.base, &loaded.order, &loaded.authzs, StatusCode::OK);
     }
     let mut requester = Requester::new(Protocol::Acme, account_url(&auth.base, &account.id));
     requester.detail.insert("order".into(), order.id.clone());
@@ -1058,27 +1109,31 @@ pub(super) async fn challenge(
     };
     if !auth.is_post_as_get() && authz.status == "pending" && challenge.status == "pending" {
         let _: Value = auth.json()?;
-        challenges[index].status = "processing".into();
-        authz.challenges =
-            serde_json::to_string(&challenges).map_err(|e| AcmeError::internal("challenges", e))?;
-        if state
-            .inner
-            .store
-            .update_authorization(&authz, "pending")
-            .await?
-        {
-            let key_authorization = format!("{}.{}", challenge.token, account.key_thumbprint);
-            let task = tokio::spawn(run_validation(
-                state.clone(),
-                authz.clone(),
-                index,
-                key_authorization,
-            ));
-            // Answer with the result when validation is quick (the usual in-cluster case);
-            // otherwise answer `processing` and let it finish in the background.
-            let _ = tokio::time::timeout(state.config().challenge_wait, task).await;
-        }
-        authz = load_authz(&state, &auth, &authz_id).await?;
+        let key_authorization = format!("{}.{}", challenge.token, account.key_thumbprint);
+        let mut task = tokio::spawn(run_validation(
+            state.clone(),
+            authz.clone(),
+            index,
+            key_authorization,
+        ));
+        // Answer with the result when validation is quick (the usual in-cluster case): one write,
+        // the result. Otherwise record the challenge as `processing`, answer that, and let the
+        // validation finish in the background; its result replaces `processing` either way.
+        authz = match tokio::time::timeout(state.config().challenge_wait, &mut task).await {
+            Ok(Ok(Some(done))) => done,
+            Ok(_) => load_authz(&state, &auth, &authz_id).await?,
+            Err(_) => {
+                challenges[index].status = "processing".into();
+                authz.challenges = serde_json::to_string(&challenges)
+                    .map_err(|e| AcmeError::internal("challenges", e))?;
+                state
+                    .inner
+                    .store
+                    .update_authorization(&authz, "pending")
+                    .await?;
+                load_authz(&state, &auth, &authz_id).await?
+            }
+        };
         challenges = challenges_of(&authz)?;
     }
     let current = challenges
@@ -1103,20 +1158,18 @@ pub(super) async fn challenge(
     })
 }
 
-/// Validates one challenge and moves the challenge, its authorization and its order. A failure
-/// makes the authorization (and so the order) invalid; nothing is left pending.
+/// Validates one challenge and records the result on its authorization, if that is still
+/// pending; returns the authorization as recorded. A failure makes the authorization and its
+/// order invalid; nothing is left pending. Success writes only the authorization: the order
+/// reads as ready from it ([`effective_status`]).
 async fn run_validation(
     state: AcmeState,
     mut authz: AuthorizationRow,
     index: usize,
     key_authorization: String,
-) {
-    let Ok(mut challenges) = challenges_of(&authz) else {
-        return;
-    };
-    let Some(challenge) = challenges.get(index).cloned() else {
-        return;
-    };
+) -> Option<AuthorizationRow> {
+    let mut challenges = challenges_of(&authz).ok()?;
+    let challenge = challenges.get(index).cloned()?;
     let target = match authz.identifier_type.as_str() {
         "ip" => authz
             .identifier_value
@@ -1162,30 +1215,23 @@ async fn run_validation(
     let store = &state.inner.store;
     match store.update_authorization(&authz, "pending").await {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => return None,
         Err(e) => {
             tracing::error!(error = %e, authz = %authz.id, "recording a validation result failed");
-            return;
+            return None;
         }
     }
-    let Ok(Some(mut order)) = store.order(&authz.order_id).await else {
-        return;
-    };
-    if order.status != "pending" {
-        return;
-    }
-    if let Some(doc) = problem {
+    if let Some(doc) = problem
+        && let Ok(Some(mut order)) = store.order(&authz.order_id).await
+        && order.status == "pending"
+    {
+        // The order would read as invalid from its authorization anyway; storing it keeps the
+        // error document and lets ARI `replaces` see the order as failed.
         order.status = "invalid".into();
         order.error = Some(doc.to_string());
         let _ = store.update_order(&order, "pending").await;
-        return;
     }
-    if let Ok(all) = store.authorizations_for_order(&order.id).await
-        && all.iter().all(|a| a.status == "valid")
-    {
-        order.status = "ready".into();
-        let _ = store.update_order(&order, "pending").await;
-    }
+    Some(authz)
 }
 
 // ---------------------------------------------------------------------------------------------
