@@ -211,7 +211,8 @@ where
     }))
 }
 
-/// Implements [`AcmeStore`] for a backend type with `write_pool()` and `read_pool()` methods.
+/// Implements [`AcmeStore`] for a backend type with `write_conn()` and `read_conn()` methods
+/// (each lends a connection for one statement or transaction).
 /// One body for both dialects: `QueryBuilder` emits each dialect's placeholders.
 macro_rules! impl_acme_store {
     ($backend:ty, $db:ty) => {
@@ -228,11 +229,14 @@ macro_rules! impl_acme_store {
                     .push(", ")
                     .push_bind(value.to_vec())
                     .push(") ON CONFLICT (name) DO NOTHING");
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 let mut qb =
                     sqlx::QueryBuilder::<$db>::new("SELECT value FROM settings WHERE name = ");
                 qb.push_bind(name.to_owned());
-                let (v,): (Vec<u8>,) = qb.build_query_as().fetch_one(self.write_pool()).await?;
+                let (v,): (Vec<u8>,) = qb
+                    .build_query_as()
+                    .fetch_one(&mut *self.write_conn().await?)
+                    .await?;
                 Ok(v)
             }
 
@@ -255,8 +259,10 @@ macro_rules! impl_acme_store {
                         b.push_bind(nonce.clone()).push_bind(*expires_at);
                     });
                     qb.push(" ON CONFLICT (nonce) DO NOTHING RETURNING nonce");
-                    let rows: Vec<(String,)> =
-                        qb.build_query_as().fetch_all(self.write_pool()).await?;
+                    let rows: Vec<(String,)> = qb
+                        .build_query_as()
+                        .fetch_all(&mut *self.write_conn().await?)
+                        .await?;
                     fresh.extend(rows.into_iter().map(|(n,)| n));
                 }
                 let mut answered = std::collections::HashSet::new();
@@ -271,7 +277,11 @@ macro_rules! impl_acme_store {
                     "DELETE FROM acme_used_nonces WHERE expires_at < ",
                 );
                 qb.push_bind(now);
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected())
+                Ok(qb
+                    .build()
+                    .execute(&mut *self.write_conn().await?)
+                    .await?
+                    .rows_affected())
             }
 
             async fn insert_account(
@@ -291,7 +301,7 @@ macro_rules! impl_acme_store {
                         .push_bind(a.eab_kid.clone())
                         .push_bind(a.created_at);
                 });
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
@@ -304,7 +314,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::ACCOUNT_COLUMNS
                 ));
                 qb.push_bind(id.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn account_by_thumbprint(
@@ -316,7 +329,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::ACCOUNT_COLUMNS
                 ));
                 qb.push_bind(tp.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn update_account(
@@ -334,7 +350,7 @@ macro_rules! impl_acme_store {
                     .push_bind(a.contact.clone())
                     .push(" WHERE id = ")
                     .push_bind(a.id.clone());
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
@@ -354,7 +370,7 @@ macro_rules! impl_acme_store {
                         .push_bind(k.created_at)
                         .push_bind(k.revoked_at);
                 });
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
@@ -367,7 +383,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::EAB_COLUMNS
                 ));
                 qb.push_bind(kid.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn eab_keys(&self) -> Result<Vec<$crate::acme::EabKeyRow>, $crate::Error> {
@@ -376,7 +395,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::EAB_COLUMNS
                 );
                 let mut qb = sqlx::QueryBuilder::<$db>::new(qb_sql);
-                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn bind_eab_key(
@@ -390,7 +412,12 @@ macro_rules! impl_acme_store {
                     .push(" WHERE kid = ")
                     .push_bind(kid.to_owned())
                     .push(" AND account_id IS NULL AND revoked_at IS NULL");
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+                Ok(qb
+                    .build()
+                    .execute(&mut *self.write_conn().await?)
+                    .await?
+                    .rows_affected()
+                    == 1)
             }
 
             async fn insert_order(
@@ -398,7 +425,8 @@ macro_rules! impl_acme_store {
                 o: &$crate::acme::OrderRow,
                 authzs: &[$crate::acme::AuthorizationRow],
             ) -> Result<(), $crate::Error> {
-                let mut tx = self.write_pool().begin().await?;
+                let mut conn = self.write_conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "INSERT INTO acme_orders ({}) ",
                     $crate::acme::ORDER_COLUMNS
@@ -449,7 +477,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::ORDER_COLUMNS
                 ));
                 qb.push_bind(id.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn order_with_authorizations(
@@ -465,7 +496,7 @@ macro_rules! impl_acme_store {
                     $crate::acme::order_join_columns()
                 ));
                 qb.push_bind(id.to_owned()).push(" ORDER BY a.id");
-                let rows = qb.build().fetch_all(self.read_pool()).await?;
+                let rows = qb.build().fetch_all(&mut *self.read_conn().await?).await?;
                 let Some(first) = rows.first() else {
                     return Ok(None);
                 };
@@ -488,7 +519,10 @@ macro_rules! impl_acme_store {
                 qb.push_bind(account_id.to_owned())
                     .push(" ORDER BY created_at DESC, id LIMIT ")
                     .push_bind(limit);
-                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let rows: Vec<(String,)> = qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?;
                 Ok(rows.into_iter().map(|(id,)| id).collect())
             }
 
@@ -501,7 +535,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::ORDER_COLUMNS
                 ));
                 qb.push_bind(replaces.to_owned());
-                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn update_order(
@@ -519,7 +556,12 @@ macro_rules! impl_acme_store {
                     .push_bind(o.id.clone())
                     .push(" AND status = ")
                     .push_bind(expected.to_owned());
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+                Ok(qb
+                    .build()
+                    .execute(&mut *self.write_conn().await?)
+                    .await?
+                    .rows_affected()
+                    == 1)
             }
 
             async fn authorization(
@@ -531,7 +573,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::AUTHZ_COLUMNS
                 ));
                 qb.push_bind(id.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn authorizations_for_order(
@@ -543,7 +588,10 @@ macro_rules! impl_acme_store {
                     $crate::acme::AUTHZ_COLUMNS
                 ));
                 qb.push_bind(order_id.to_owned()).push(" ORDER BY id");
-                Ok(qb.build_query_as().fetch_all(self.read_pool()).await?)
+                Ok(qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?)
             }
 
             async fn update_authorization(
@@ -560,7 +608,12 @@ macro_rules! impl_acme_store {
                     .push_bind(a.id.clone())
                     .push(" AND status = ")
                     .push_bind(expected.to_owned());
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+                Ok(qb
+                    .build()
+                    .execute(&mut *self.write_conn().await?)
+                    .await?
+                    .rows_affected()
+                    == 1)
             }
         }
     };

@@ -31,28 +31,27 @@ impl PostgresLedger {
     }
 }
 
+type PgLease = sqlx::pool::PoolConnection<sqlx::Postgres>;
+
 impl PostgresLedger {
-    fn certificate_pool(&self) -> &PgPool {
-        &self.pool
+    async fn certificate_conn(&self) -> Result<PgLease, Error> {
+        Ok(self.pool.acquire().await?)
     }
 
-    fn write_pool(&self) -> &PgPool {
-        &self.pool
+    async fn write_conn(&self) -> Result<PgLease, Error> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn read_conn(&self) -> Result<PgLease, Error> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// Every PostgreSQL commit is durable (`synchronous_commit` on): nothing to switch.
-    async fn begin_durable(
-        &self,
-        _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
-    ) -> Result<(), Error> {
+    async fn begin_durable(&self, _conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         Ok(())
     }
 
-    async fn end_durable(&self, _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>) {}
-
-    fn read_pool(&self) -> &PgPool {
-        &self.pool
-    }
+    async fn end_durable(&self, _conn: &mut sqlx::PgConnection) {}
 
     async fn close_pools(&self) {
         self.pool.close().await;

@@ -302,8 +302,9 @@ where
     qb
 }
 
-/// Implements [`crate::Ledger`] for a backend with `certificate_pool()` (durable certificate
-/// writes), `read_pool()` and `close_pools()`: one body for both dialects.
+/// Implements [`crate::Ledger`] for a backend with `certificate_conn()` (durable certificate
+/// writes, with `begin_durable`/`end_durable`), `read_conn()` and `close_pools()`: one body for
+/// both dialects.
 macro_rules! impl_ledger {
     ($backend:ty, $db:ty, $kind:expr) => {
         #[async_trait::async_trait]
@@ -323,7 +324,7 @@ macro_rules! impl_ledger {
                     batch.iter().map($crate::query::InsertRow::issued).collect();
                 // Superseding happens in the `certificates_supersede` trigger, so one statement
                 // is atomic on its own: the common case is a single round trip and commit.
-                let mut conn = self.certificate_pool().acquire().await?;
+                let mut conn = self.certificate_conn().await?;
                 self.begin_durable(&mut conn).await?;
                 let result = async {
                     if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
@@ -354,7 +355,8 @@ macro_rules! impl_ledger {
                 observed_at: i64,
             ) -> Result<$crate::ObserveOutcome, $crate::Error> {
                 let mut outcome = $crate::ObserveOutcome::default();
-                let mut tx = self.certificate_pool().begin().await?;
+                let mut conn = self.certificate_conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 for observed in batch {
                     let c = &observed.certificate;
                     let fingerprint = $crate::model::fingerprint(&c.der);
@@ -416,8 +418,10 @@ macro_rules! impl_ledger {
                 serial: &[u8],
             ) -> Result<Option<$crate::CertificateRecord>, $crate::Error> {
                 let mut qb = $crate::query::certificate_by_serial::<$db>(serial);
-                let row: Option<$crate::model::RawRow> =
-                    qb.build_query_as().fetch_optional(self.read_pool()).await?;
+                let row: Option<$crate::model::RawRow> = qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?;
                 row.map($crate::model::RawRow::into_record).transpose()
             }
 
@@ -426,8 +430,10 @@ macro_rules! impl_ledger {
                 q: &$crate::ExpiryQuery,
             ) -> Result<Vec<$crate::CertificateRecord>, $crate::Error> {
                 let mut qb = $crate::query::expiring::<$db>(q);
-                let rows: Vec<$crate::model::RawRow> =
-                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let rows: Vec<$crate::model::RawRow> = qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?;
                 rows.into_iter()
                     .map($crate::model::RawRow::into_record)
                     .collect()
@@ -440,7 +446,7 @@ macro_rules! impl_ledger {
                 reason: i32,
             ) -> Result<bool, $crate::Error> {
                 let mut qb = $crate::query::revoke::<$db>(serial, revoked_at, reason);
-                let mut conn = self.certificate_pool().acquire().await?;
+                let mut conn = self.certificate_conn().await?;
                 self.begin_durable(&mut conn).await?;
                 let result = qb.build().execute(&mut *conn).await;
                 self.end_durable(&mut conn).await;
@@ -460,7 +466,10 @@ macro_rules! impl_ledger {
                         .push_bind(expired_before)
                         .push(" ORDER BY id LIMIT ")
                         .push_bind($crate::query::RETENTION_CHUNK);
-                    let ids: Vec<(i64,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                    let ids: Vec<(i64,)> = qb
+                        .build_query_as()
+                        .fetch_all(&mut *self.read_conn().await?)
+                        .await?;
                     let Some(&(max,)) = ids.last() else {
                         return Ok(total);
                     };
@@ -474,7 +483,7 @@ macro_rules! impl_ledger {
                     qb.push(")");
                     total += qb
                         .build()
-                        .execute(self.certificate_pool())
+                        .execute(&mut *self.certificate_conn().await?)
                         .await?
                         .rows_affected();
                     last_id = max;
@@ -483,11 +492,15 @@ macro_rules! impl_ledger {
 
             async fn summary(&self, now: i64) -> Result<$crate::LedgerSummary, $crate::Error> {
                 let mut qb = $crate::query::totals::<$db>(now);
-                let totals: $crate::report::RawTotals =
-                    qb.build_query_as().fetch_one(self.read_pool()).await?;
+                let totals: $crate::report::RawTotals = qb
+                    .build_query_as()
+                    .fetch_one(&mut *self.read_conn().await?)
+                    .await?;
                 let mut qb = $crate::query::lifetime_cells::<$db>(now, &[]);
-                let cells: Vec<$crate::report::RawCell> =
-                    qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let cells: Vec<$crate::report::RawCell> = qb
+                    .build_query_as()
+                    .fetch_all(&mut *self.read_conn().await?)
+                    .await?;
                 let cells = cells
                     .into_iter()
                     .map($crate::report::RawCell::into_cell)
@@ -505,10 +518,14 @@ macro_rules! impl_ledger {
                 let (cells, tracked): (
                     Vec<$crate::report::RawCell>,
                     Vec<$crate::report::RawTracked>,
-                ) = tokio::try_join!(
-                    cells_qb.build_query_as().fetch_all(self.read_pool()),
-                    tracked_qb.build_query_as().fetch_all(self.read_pool()),
-                )?;
+                ) = {
+                    let mut cells_conn = self.read_conn().await?;
+                    let mut tracked_conn = self.read_conn().await?;
+                    tokio::try_join!(
+                        cells_qb.build_query_as().fetch_all(&mut *cells_conn),
+                        tracked_qb.build_query_as().fetch_all(&mut *tracked_conn),
+                    )?
+                };
                 let tracked_truncated = tracked.len() > q.tracked_limit as usize;
                 Ok($crate::MetricsSnapshot {
                     cells: cells
@@ -525,7 +542,9 @@ macro_rules! impl_ledger {
             }
 
             async fn ping(&self) -> Result<(), $crate::Error> {
-                sqlx::query("SELECT 1").execute(self.read_pool()).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *self.read_conn().await?)
+                    .await?;
                 Ok(())
             }
 

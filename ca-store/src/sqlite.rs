@@ -1,27 +1,39 @@
 //! The embedded SQLite ledger: one file in the data directory, WAL mode.
 //!
-//! All writes share one connection, so they queue in the pool instead of contending for SQLite's
-//! write lock (a second writer connection sleeps in the busy handler while the first commits).
+//! All writes share one connection, so they queue here instead of contending for SQLite's write
+//! lock (a second writer connection sleeps in the busy handler while the first commits).
 //! Protocol state (nonces, orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
 //! skips the fsync. Certificate rows and revocations switch the connection to `synchronous=FULL`
 //! for their statement, so they are on disk before a certificate leaves the process — and that
-//! fsync of the WAL persists every earlier protocol-state commit too. A small pool of readers runs
-//! beside the writer.
+//! fsync of the WAL persists every earlier protocol-state commit too. A few read-only
+//! connections run beside the writer.
+//!
+//! Connections are lent out by [`Connections`], not by an sqlx pool: the pool pings a
+//! connection each time it is returned, a round trip to the connection's worker thread that
+//! doubled the cost of every query, and a connection to a local file has nothing to detect.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{Backend, DatabaseUrl, Error};
 
+/// How many read-only connections serve queries beside the writer.
+const READERS: usize = 4;
+
+/// How long a query waits for a connection before it is answered "try again".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// SQLite-backed ledger.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteLedger {
-    writer: SqlitePool,
-    readers: SqlitePool,
+    writer: Connections,
+    readers: Connections,
 }
 
 impl SqliteLedger {
@@ -41,58 +53,155 @@ impl SqliteLedger {
         // `synchronous=NORMAL`; certificate writes switch to FULL around their statement
         // ([`SqliteLedger::begin_durable`]), and that fsync of the WAL persists every earlier
         // commit too.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
+        let mut writer = options
+            .clone()
+            .synchronous(SqliteSynchronous::Normal)
+            .connect()
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&mut writer)
             .await?;
-        Ok(Self { writer, readers })
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(options.clone().read_only(true).connect().await?);
+        }
+        Ok(Self {
+            writer: Connections::new(vec![writer]),
+            readers: Connections::new(readers),
+        })
     }
 }
 
 impl SqliteLedger {
-    fn certificate_pool(&self) -> &SqlitePool {
-        &self.writer
+    async fn certificate_conn(&self) -> Result<Lease<'_>, Error> {
+        self.writer.acquire().await
     }
 
-    fn write_pool(&self) -> &SqlitePool {
-        &self.writer
+    async fn write_conn(&self) -> Result<Lease<'_>, Error> {
+        self.writer.acquire().await
+    }
+
+    async fn read_conn(&self) -> Result<Lease<'_>, Error> {
+        self.readers.acquire().await
     }
 
     /// Certificate writes must be on disk when they commit: FULL for the next statement.
-    async fn begin_durable(
-        &self,
-        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    ) -> Result<(), Error> {
+    async fn begin_durable(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
         sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut **conn)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
 
     /// Back to NORMAL for protocol state. If this fails the connection stays FULL: slower, safe.
-    async fn end_durable(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    async fn end_durable(&self, conn: &mut SqliteConnection) {
         let _ = sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut **conn)
+            .execute(&mut *conn)
             .await;
-    }
-
-    fn read_pool(&self) -> &SqlitePool {
-        &self.readers
     }
 
     async fn close_pools(&self) {
         self.readers.close().await;
         self.writer.close().await;
+    }
+}
+
+/// A fixed set of open connections, each lent to one task at a time.
+#[derive(Debug)]
+struct Connections {
+    idle: Mutex<Vec<SqliteConnection>>,
+    permits: Semaphore,
+    size: u32,
+}
+
+impl Connections {
+    fn new(connections: Vec<SqliteConnection>) -> Self {
+        let size = connections.len();
+        Self {
+            idle: Mutex::new(connections),
+            permits: Semaphore::new(size),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Waits for a free connection; a long wait is a transient error (`PoolTimedOut`).
+    async fn acquire(&self) -> Result<Lease<'_>, Error> {
+        let permit = match tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Database(sqlx::Error::PoolClosed)),
+            Err(_) => return Err(Error::Database(sqlx::Error::PoolTimedOut)),
+        };
+        // A permit guarantees an idle connection: leases push theirs back before releasing.
+        let conn = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .ok_or(Error::Database(sqlx::Error::PoolClosed))?;
+        Ok(Lease {
+            conn: Some(conn),
+            set: self,
+            _permit: permit,
+        })
+    }
+
+    /// Waits for every lease to come back, then closes the connections; later acquires fail.
+    async fn close(&self) {
+        let Ok(all) = self.permits.acquire_many(self.size).await else {
+            return;
+        };
+        self.permits.close();
+        let connections = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        drop(all);
+        for conn in connections {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// A connection lent by [`Connections`]; it goes back when the lease is dropped. A transaction
+/// left open by a cancelled task has already queued its rollback on the connection's worker
+/// (sqlx does that on drop), so the next borrower starts clean.
+struct Lease<'a> {
+    conn: Option<SqliteConnection>,
+    set: &'a Connections,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Deref for Lease<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        // Present from creation until drop.
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.set
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(conn);
+        }
+        // The permit is released after this, so an acquirer always finds the connection.
     }
 }
 

@@ -54,7 +54,7 @@ pub trait VaultStore: Send + Sync + 'static {
 pub(crate) const TOKEN_COLUMNS: &str =
     "accessor, token_hash, policies, display_name, meta, created_at, expires_at";
 
-/// Implements [`VaultStore`] for a backend with `write_pool()` and `read_pool()`.
+/// Implements [`VaultStore`] for a backend with `write_conn()` and `read_conn()`.
 macro_rules! impl_vault_store {
     ($backend:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -66,20 +66,20 @@ macro_rules! impl_vault_store {
                         .push_bind(t.display_name.clone()).push_bind(t.meta.clone()).push_bind(t.created_at)
                         .push_bind(t.expires_at);
                 });
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::vault::TokenRow>, $crate::Error> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM vault_tokens WHERE token_hash = ", $crate::vault::TOKEN_COLUMNS));
                 qb.push_bind(hash.to_owned());
-                Ok(qb.build_query_as().fetch_optional(self.read_pool()).await?)
+                Ok(qb.build_query_as().fetch_optional(&mut *self.read_conn().await?).await?)
             }
 
             async fn purge_tokens(&self, now: i64) -> Result<u64, $crate::Error> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_tokens WHERE expires_at < ");
                 qb.push_bind(now);
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected())
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected())
             }
 
             async fn put_object(&self, kind: &str, mount: &str, name: &str, body: &str, now: i64) -> Result<(), $crate::Error> {
@@ -87,7 +87,7 @@ macro_rules! impl_vault_store {
                 qb.push_bind(kind.to_owned()).push(", ").push_bind(mount.to_owned()).push(", ")
                     .push_bind(name.to_owned()).push(", ").push_bind(body.to_owned()).push(", ").push_bind(now)
                     .push(") ON CONFLICT (kind, mount, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at");
-                qb.build().execute(self.write_pool()).await?;
+                qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
@@ -95,14 +95,14 @@ macro_rules! impl_vault_store {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT body FROM vault_objects WHERE kind = ");
                 qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
                     .push(" AND name = ").push_bind(name.to_owned());
-                let row: Option<(String,)> = qb.build_query_as().fetch_optional(self.read_pool()).await?;
+                let row: Option<(String,)> = qb.build_query_as().fetch_optional(&mut *self.read_conn().await?).await?;
                 Ok(row.map(|(b,)| b))
             }
 
             async fn object_names(&self, kind: &str, mount: &str) -> Result<Vec<String>, $crate::Error> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT name FROM vault_objects WHERE kind = ");
                 qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned()).push(" ORDER BY name");
-                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(self.read_pool()).await?;
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *self.read_conn().await?).await?;
                 Ok(rows.into_iter().map(|(n,)| n).collect())
             }
 
@@ -110,7 +110,7 @@ macro_rules! impl_vault_store {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_objects WHERE kind = ");
                 qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
                     .push(" AND name = ").push_bind(name.to_owned());
-                Ok(qb.build().execute(self.write_pool()).await?.rows_affected() == 1)
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected() == 1)
             }
         }
     };
