@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ACME benchmark: full issuances (account reuse, newOrder, http-01 validated against a real
 # responder, finalize, download) against ca-server and against Pebble, same machine, same load.
-# Usage: conformance/bench/acme.sh   (env: WORKERS=32 DURATION=20)
+# Usage: conformance/bench/acme.sh   (env: WORKERS=32 DURATION=20; CA_SERVER_DATABASE_URL=postgres://…
+# runs ca-server on PostgreSQL instead of the embedded SQLite ledger)
 # Prints one JSON line per run; docs/benchmarks.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,7 @@ for i in $(seq 0 $((WORKERS - 1))); do
     -addext "subjectAltName=DNS:w$i.load.test" -outform DER -out "$work/csr/w$i.csr.der" 2>/dev/null
 done
 
-# --- ca-server (embedded SQLite, synchronous=FULL) -----------------------------------------
+# --- ca-server (embedded SQLite with certificates synchronous=FULL, or PostgreSQL) ----------
 ca=$(port); ca_http=$(port)
 cat > "$work/ca.toml" <<TOML
 [acme.validation]
@@ -44,8 +45,10 @@ load() {
   timeout $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" --csr-dir "$work/csr" --seconds "$DURATION" "$@" \
     || echo "{\"label\": \"$label\", \"stalled\": true, \"limit_seconds\": $((DURATION + 60))}"
 }
-load --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server, 1 worker"
-load --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server, $WORKERS workers"
+db=${CA_SERVER_DATABASE_URL:+postgres}
+db=${db:-sqlite}
+load --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server ($db), 1 worker"
+load --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server ($db), $WORKERS workers"
 echo "{\"label\": \"ca-server peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$ca_pid/status)}"
 
 # --- Pebble (in memory; PEBBLE_VA_NOSLEEP=1, nonce rejection and authz reuse off) -----------
