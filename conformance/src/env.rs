@@ -66,6 +66,16 @@ impl AcmeEnv {
         }
     }
 
+    /// Stops the server and starts it again on the same data directory and configuration
+    /// (new ports): what an operator does after changing the CA files.
+    pub fn restart(&mut self) {
+        self.server.terminate();
+        let config = self.dir.path().join("ca.toml").display().to_string();
+        let mut args: Vec<&str> = vec!["--config", &config];
+        args.extend(self.db_args.iter().map(String::as_str));
+        self.server = CaServer::start(&self.server.data_dir, &args);
+    }
+
     /// `https://localhost:<port>/acme/directory`
     pub fn directory(&self) -> String {
         format!("{}/acme/directory", self.server.https_url())

@@ -133,3 +133,95 @@ pub fn pkcs8_key(dir: &Path, name: &str, genpkey_args: &[&str]) -> Vec<u8> {
     );
     std::fs::read(dir.join(der)).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A new root `CN=<root_cn>` (files `alt-root.crt`/`.key` in `dir`) cross-signs the issuing CA in
+/// `ca_dir`: same subject, key and key identifier, as during a root rotation. Returns the
+/// cross-signed certificate and the root, as PEM.
+pub fn cross_sign_issuing_ca(dir: &Path, ca_dir: &Path, root_cn: &str) -> (String, String) {
+    let subject = format!("/CN={root_cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "alt-root.key",
+            "-subj",
+            &subject,
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "alt-root.crt",
+        ],
+    );
+    let issuing_crt = ca_dir.join("issuing.crt").display().to_string();
+    let issuing_key = ca_dir.join("issuing.key").display().to_string();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-x509toreq",
+            "-in",
+            &issuing_crt,
+            "-signkey",
+            &issuing_key,
+            "-out",
+            "cross.csr",
+        ],
+    );
+    // The cross-signed certificate keeps the issuing certificate's key identifier, so clients
+    // match it to the leaves' authority key identifier.
+    let ski = openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            &issuing_crt,
+            "-noout",
+            "-ext",
+            "subjectKeyIdentifier",
+        ],
+    );
+    let ski = ski.lines().last().unwrap_or_default().trim().to_owned();
+    std::fs::write(
+        dir.join("cross.ext"),
+        format!(
+            "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\n\
+             subjectKeyIdentifier={ski}\nauthorityKeyIdentifier=keyid\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cross.csr",
+            "-CA",
+            "alt-root.crt",
+            "-CAkey",
+            "alt-root.key",
+            "-set_serial",
+            "7",
+            "-days",
+            "365",
+            "-extfile",
+            "cross.ext",
+            "-out",
+            "cross.crt",
+        ],
+    );
+    let read =
+        |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    (read("cross.crt"), read("alt-root.crt"))
+}

@@ -459,3 +459,73 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
             == Some("certbot")
     }));
 }
+
+#[test]
+fn certbot_takes_the_alternate_chain_it_prefers() {
+    let mut env = AcmeEnv::start("");
+    let dir = env.dir.path().to_owned();
+    let ca_dir = env.server.data_dir.join("ca");
+    let (cross, root) =
+        conformance::openssl::cross_sign_issuing_ca(&dir, &ca_dir, "Alternate Root CA");
+    std::fs::write(
+        ca_dir.join("alternate-chain-1.pem"),
+        format!("{cross}{root}"),
+    )
+    .expect("write");
+    env.restart();
+
+    let state = dir.join("certbot");
+    let out = certbot(
+        &env,
+        &state,
+        &["register", "--agree-tos", "-m", "ops@example.com"],
+    );
+    assert!(out.status.success(), "register: {}", text(&out));
+    let port = env.http01_port.to_string();
+    let obtain = |name: &str, preferred: Option<&str>| {
+        let mut args = vec![
+            "certonly",
+            "--standalone",
+            "--http-01-port",
+            port.as_str(),
+            "--http-01-address",
+            "127.0.0.1",
+            "-d",
+            name,
+        ];
+        if let Some(p) = preferred {
+            args.extend(["--preferred-chain", p]);
+        }
+        let out = certbot(&env, &state, &args);
+        assert!(out.status.success(), "certonly {name}: {}", text(&out));
+        std::fs::read_to_string(live(&state, name, "chain.pem")).expect("chain.pem")
+    };
+
+    // Asked for the alternate root, certbot follows the `Link: rel="alternate"` and keeps the
+    // cross-signed chain, which verifies against that root.
+    let chain = obtain("alt-chain.example.test", Some("Alternate Root CA"));
+    assert!(chain.contains(cross.trim()), "{chain}");
+    let (ok, out) = verify(
+        &dir,
+        "alt-root.crt",
+        Some(
+            live(&state, "alt-chain.example.test", "chain.pem")
+                .to_str()
+                .expect("utf-8"),
+        ),
+        live(&state, "alt-chain.example.test", "cert.pem")
+            .to_str()
+            .expect("utf-8"),
+    );
+    assert!(ok, "{out}");
+
+    // Without a preference it keeps the default chain, which leads to the served bundle.
+    let chain = obtain("default-chain.example.test", None);
+    assert!(!chain.contains(cross.trim()));
+    assert_verifies(
+        &env,
+        &dir,
+        &live(&state, "default-chain.example.test", "cert.pem"),
+        &live(&state, "default-chain.example.test", "chain.pem"),
+    );
+}

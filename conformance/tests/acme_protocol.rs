@@ -1112,3 +1112,151 @@ async fn revocation_by_the_certificates_own_key() {
         "badRevocationReason",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternate_chains_for_a_cross_signed_issuing_ca() {
+    let mut env = AcmeEnv::start("");
+    let work = env.dir.path().to_owned();
+    let ca_dir = env.server.data_dir.join("ca");
+
+    // A second root cross-signs the issuing CA (same subject and key), as during a root rotation.
+    let (cross, alt_root) =
+        conformance::openssl::cross_sign_issuing_ca(&work, &ca_dir, "Alternate Root CA");
+
+    // A chain that does not start with the issuing CA is refused with a clear error, and the
+    // CA does not load (here: `cert sign`, which loads the CA as `serve` does).
+    let bad = ca_dir.join("alternate-chain-0-bad.pem");
+    std::fs::write(&bad, &alt_root).expect("write");
+    conformance::openssl::p256_csr(&work, "probe", "/CN=probe.example.test", None);
+    let out = conformance::server::run(&[
+        "cert",
+        "sign",
+        "--data-dir",
+        env.server.data_dir.to_str().expect("utf-8"),
+        "--csr",
+        work.join("probe.csr").to_str().expect("utf-8"),
+        "--out",
+        work.join("probe.crt").to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("alternate-chain-0-bad.pem") && stderr.contains("issuing CA"),
+        "{stderr}"
+    );
+    assert!(!work.join("probe.crt").exists(), "nothing signed");
+    std::fs::remove_file(&bad).expect("remove");
+
+    // The good chain: cross-signed issuing certificate, then the alternate root.
+    std::fs::write(
+        ca_dir.join("alternate-chain-1.pem"),
+        format!("{cross}{alt_root}"),
+    )
+    .expect("write");
+    env.restart();
+
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let responder = Http01Responder::start(env.http01_port).await;
+    let (order_url, order) = validated_order(&mut client, &responder, &["alt.example.test"]).await;
+    conformance::openssl::p256_csr(
+        &work,
+        "alt",
+        "/CN=alt.example.test",
+        Some("DNS:alt.example.test"),
+    );
+    openssl(
+        &work,
+        &[
+            "req",
+            "-in",
+            "alt.csr",
+            "-outform",
+            "DER",
+            "-out",
+            "alt.csr.der",
+        ],
+    );
+    let der = std::fs::read(work.join("alt.csr.der")).expect("csr");
+    let r = client
+        .post(
+            order["finalize"].as_str().expect("finalize"),
+            Some(&json!({"csr": b64(&der)})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let order = client.post(&order_url, None).await.json();
+    let cert_url = order["certificate"]
+        .as_str()
+        .expect("certificate")
+        .to_owned();
+
+    let links = |r: &Response| -> Vec<String> {
+        r.headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| v.contains("rel=\"alternate\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    let default = client.post(&cert_url, None).await;
+    assert_eq!(default.status, 200);
+    assert_eq!(
+        links(&default),
+        vec![format!("<{cert_url}/1>;rel=\"alternate\"")],
+        "the default chain points at the alternate"
+    );
+    let alternate = client.post(&format!("{cert_url}/1"), None).await;
+    assert_eq!(alternate.status, 200, "{}", alternate.text());
+    assert_eq!(
+        alternate.header("content-type").as_deref(),
+        Some("application/pem-certificate-chain")
+    );
+    assert_eq!(
+        links(&alternate),
+        vec![format!("<{cert_url}>;rel=\"alternate\"")]
+    );
+    // Same leaf; the alternate carries the cross-signed certificate, not the root.
+    let leaf = |pem: &str| {
+        pem.split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .map(str::to_owned)
+    };
+    assert_eq!(leaf(&default.text()), leaf(&alternate.text()));
+    assert!(
+        alternate.text().contains(cross.trim()),
+        "{}",
+        alternate.text()
+    );
+    assert!(!alternate.text().contains(alt_root.trim()));
+
+    // Each chain verifies against its own root, and only against it.
+    std::fs::write(work.join("alt-chain.pem"), alternate.text()).expect("write");
+    std::fs::write(
+        work.join("alt-leaf.pem"),
+        leaf(&alternate.text()).expect("leaf"),
+    )
+    .expect("write");
+    std::fs::write(work.join("default-chain.pem"), default.text()).expect("write");
+    let (ok, text) = verify(&work, "alt-root.crt", Some("alt-chain.pem"), "alt-leaf.pem");
+    assert!(ok, "{text}");
+    let (ok, _) = verify(
+        &work,
+        "alt-root.crt",
+        Some("default-chain.pem"),
+        "alt-leaf.pem",
+    );
+    assert!(!ok, "the default chain does not lead to the alternate root");
+    let (ok, text) = verify(
+        &work,
+        env.bundle.to_str().expect("utf-8"),
+        Some("default-chain.pem"),
+        "alt-leaf.pem",
+    );
+    assert!(ok, "{text}");
+
+    // There is no second alternate.
+    let r = client.post(&format!("{cert_url}/2"), None).await;
+    assert_problem(&r, 404, "malformed");
+}

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use ca_store::acme::{AccountRow, AuthorizationRow, OrderRow};
 use ca_store::{Protocol, Requester};
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -1242,9 +1243,48 @@ pub(super) async fn certificate(
     Path(serial): Path<String>,
     req: AcmePost,
 ) -> Result<Response> {
+    certificate_chain(state, &serial, 0, req).await
+}
+
+/// `/acme/cert/<serial>/<n>`: the certificate with the n-th alternate chain (n ≥ 1).
+pub(super) async fn alternate_certificate(
+    State(state): State<AcmeState>,
+    Path((serial, n)): Path<(String, usize)>,
+    req: AcmePost,
+) -> Result<Response> {
+    if n == 0 {
+        return Err(AcmeError::not_found("certificate"));
+    }
+    certificate_chain(state, &serial, n, req).await
+}
+
+/// The certificate followed by chain `index` (0: the default, n: the n-th alternate), with a
+/// `Link: rel="alternate"` to every other chain (RFC 8555 §7.4.2).
+async fn certificate_chain(
+    state: AcmeState,
+    serial_hex: &str,
+    index: usize,
+    req: AcmePost,
+) -> Result<Response> {
     let auth = state.verify(&req, Signer::Kid).await?;
     let account = auth.account()?;
-    let serial = hex_decode(&serial).ok_or_else(|| AcmeError::not_found("certificate"))?;
+    let serial = hex_decode(serial_hex).ok_or_else(|| AcmeError::not_found("certificate"))?;
+    let ca = state.inner.issuance.ca();
+    let alternates = ca.alternate_chains();
+    // Intermediates only: the trust anchor at the top of each chain is distributed separately.
+    let intermediates: Vec<&CertificateDer<'static>> = match index {
+        0 => ca
+            .chain()
+            .iter()
+            .filter(|c| !ca.roots().contains(c))
+            .collect(),
+        n => {
+            let chain = alternates
+                .get(n - 1)
+                .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
+            chain[..chain.len().saturating_sub(1)].iter().collect()
+        }
+    };
     let record = state
         .inner
         .store
@@ -1256,15 +1296,9 @@ pub(super) async fn certificate(
             "the certificate belongs to another account",
         ));
     }
-    let ca = state.inner.issuance.ca();
     let mut pem = crate::issuer::hierarchy::pem_block("CERTIFICATE", &record.certificate.der);
-    // Leaf, then intermediates; the root is distributed separately (at most 5 certificates).
-    for cert in ca
-        .chain()
-        .iter()
-        .filter(|c| !ca.roots().contains(c))
-        .take(4)
-    {
+    // Leaf, then intermediates: at most 5 certificates.
+    for cert in intermediates.into_iter().take(4) {
         pem.push_str(&crate::issuer::hierarchy::pem_block("CERTIFICATE", cert));
     }
     let mut response = pem.into_response();
@@ -1272,6 +1306,16 @@ pub(super) async fn certificate(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/pem-certificate-chain"),
     );
+    let url = format!("{}/acme/cert/{serial_hex}", auth.base);
+    for other in (0..=alternates.len()).filter(|i| *i != index) {
+        let link = match other {
+            0 => format!("<{url}>;rel=\"alternate\""),
+            n => format!("<{url}/{n}>;rel=\"alternate\""),
+        };
+        response
+            .headers_mut()
+            .append(header::LINK, header_value(&link)?);
+    }
     Ok(response)
 }
 

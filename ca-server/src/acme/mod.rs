@@ -353,6 +353,10 @@ pub fn router(state: AcmeState) -> Router {
         .route("/acme/authz/{id}", post(authorization))
         .route("/acme/chall/{authz}/{index}", post(challenge))
         .route("/acme/cert/{serial}", post(certificate))
+        .route(
+            "/acme/cert/{serial}/{alternate}",
+            post(alternate_certificate),
+        )
         .route("/acme/revoke-cert", post(revoke_certificate))
         .route("/acme/renewal-info/{id}", get(renewal_info))
         .layer(middleware::from_fn_with_state(state.clone(), replay_nonce))

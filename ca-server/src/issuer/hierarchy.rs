@@ -9,6 +9,10 @@
 //!   (absent when the issuing certificate is itself a root);
 //! - `root.key`: the root's key, only when `init` generated the root (mode 0600). The server never
 //!   reads it; operators may move it offline.
+//! - `alternate-chain*.pem` (optional, taken in name order): other chains for the same issuing
+//!   key, e.g. the issuing CA cross-signed by a second root during a root rotation. Each starts
+//!   with a certificate of the issuing CA's subject and key, followed by its parents up to the
+//!   trust anchor; ACME offers them as alternate chains (`Link: rel="alternate"`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,6 +56,24 @@ impl CaFiles {
     /// `root.key`
     pub fn root_key(&self) -> PathBuf {
         self.dir.join("root.key")
+    }
+    /// `alternate-chain*.pem`, in name order.
+    pub fn alternate_chains(&self) -> Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        for entry in
+            fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?
+        {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with("alternate-chain") && name.ends_with(".pem") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        Ok(paths)
     }
 
     /// True when an issuing CA has been set up.
@@ -222,6 +244,9 @@ pub struct LoadedCa {
     pub issuer_id: String,
     /// Issuing certificate's subject (RFC 4514).
     pub subject: String,
+    /// Other chains for the issuing key (`alternate-chain*.pem`): each a certificate with the
+    /// issuing CA's subject and key, then its parents, the trust anchor last.
+    pub alternates: Vec<Vec<CertificateDer<'static>>>,
 }
 
 impl LoadedCa {
@@ -241,22 +266,58 @@ impl LoadedCa {
             certs.extend(parse_certs(&fs::read_to_string(files.chain())?)?);
         }
         let (key, _) = keys::load_pem(&key_pem)?;
-        let loaded = Self::check(certs, &key)?;
+        let mut loaded = Self::check(certs, &key)?;
+        for path in files.alternate_chains()? {
+            let chain = parse_certs(&fs::read_to_string(&path)?)
+                .and_then(|certs| loaded.check_alternate(certs))
+                .with_context(|| format!("alternate chain {}", path.display()))?;
+            loaded.alternates.push(chain);
+        }
         Ok((loaded, key))
+    }
+
+    /// An alternate chain must start with a certificate for the issuing CA (same subject and
+    /// key), chain by signature to its last certificate, and end above the issuing CA.
+    fn check_alternate(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Result<Vec<CertificateDer<'static>>> {
+        use x509_parser::prelude::*;
+        ensure!(
+            chain.len() >= 2,
+            "needs the issuing CA's certificate and at least its issuer"
+        );
+        let parsed = parse_all(&chain)?;
+        let (_, issuing) = X509Certificate::from_der(&self.chain[0])
+            .map_err(|e| anyhow!("parsing the issuing certificate: {e}"))?;
+        ensure!(
+            parsed[0].subject() == issuing.subject()
+                && parsed[0].public_key().raw == issuing.public_key().raw,
+            "the first certificate ({}) is not the issuing CA's subject and key",
+            parsed[0].subject()
+        );
+        let ski = |c: &X509Certificate<'_>| {
+            c.extensions()
+                .iter()
+                .find_map(|ext| match ext.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0.to_vec()),
+                    _ => None,
+                })
+        };
+        ensure!(
+            ski(&parsed[0]) == ski(&issuing),
+            "the first certificate's subject key identifier differs from the issuing CA's: \
+             clients could not match it to the certificates we issue"
+        );
+        verify_links(&parsed)?;
+        Ok(chain)
     }
 
     /// Checks that `chain[0]` is a CA certificate for `key`, that each certificate is signed by
     /// the next, and works out the trust anchors.
     fn check(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Result<Self> {
         use x509_parser::prelude::*;
-        let parsed = chain
-            .iter()
-            .map(|der| {
-                X509Certificate::from_der(der)
-                    .map(|(_, c)| c)
-                    .map_err(|e| anyhow!("parsing CA certificate: {e}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parsed = parse_all(&chain)?;
         let issuing = &parsed[0];
         ensure!(
             issuing.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
@@ -266,24 +327,7 @@ impl LoadedCa {
             Ok(Some(bc)) if bc.value.ca => {}
             _ => bail!("the CA certificate is not a CA (basicConstraints cA is not true)"),
         }
-        for pair in parsed.windows(2) {
-            let (child, parent) = (&pair[0], &pair[1]);
-            ensure!(
-                child.issuer() == parent.subject(),
-                "chain is out of order: {} is not issued by {}",
-                child.subject(),
-                parent.subject()
-            );
-            child
-                .verify_signature(Some(parent.public_key()))
-                .map_err(|e| {
-                    anyhow!(
-                        "{} is not signed by {}: {e}",
-                        child.subject(),
-                        parent.subject()
-                    )
-                })?;
-        }
+        verify_links(&parsed)?;
         let top = parsed.len() - 1;
         let roots = vec![chain[top].clone()];
         let ski = issuing
@@ -305,8 +349,47 @@ impl LoadedCa {
             not_after,
             issuer_id,
             subject,
+            alternates: Vec::new(),
         })
     }
+}
+
+fn parse_all<'a>(
+    chain: &'a [CertificateDer<'static>],
+) -> Result<Vec<x509_parser::certificate::X509Certificate<'a>>> {
+    use x509_parser::prelude::*;
+    ensure!(!chain.is_empty(), "no certificate");
+    chain
+        .iter()
+        .map(|der| {
+            X509Certificate::from_der(der)
+                .map(|(_, c)| c)
+                .map_err(|e| anyhow!("parsing CA certificate: {e}"))
+        })
+        .collect()
+}
+
+/// Each certificate must be issued and signed by the next.
+fn verify_links(parsed: &[x509_parser::certificate::X509Certificate<'_>]) -> Result<()> {
+    for pair in parsed.windows(2) {
+        let (child, parent) = (&pair[0], &pair[1]);
+        ensure!(
+            child.issuer() == parent.subject(),
+            "chain is out of order: {} is not issued by {}",
+            child.subject(),
+            parent.subject()
+        );
+        child
+            .verify_signature(Some(parent.public_key()))
+            .map_err(|e| {
+                anyhow!(
+                    "{} is not signed by {}: {e}",
+                    child.subject(),
+                    parent.subject()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Lower-case hex.

@@ -416,6 +416,12 @@ impl CertificateAuthority {
         &self.loaded.roots
     }
 
+    /// Other chains for the issuing key (e.g. cross-signed by a second root), each starting
+    /// with the issuing CA's certificate and ending with its trust anchor.
+    pub fn alternate_chains(&self) -> &[Vec<CertificateDer<'static>>] {
+        &self.loaded.alternates
+    }
+
     /// Issuance settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
