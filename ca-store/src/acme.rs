@@ -153,11 +153,6 @@ pub trait AcmeStore: Send + Sync + 'static {
 
     /// Looks an authorization up.
     async fn authorization(&self, id: &str) -> Result<Option<AuthorizationRow>, Error>;
-    /// An order's authorizations.
-    async fn authorizations_for_order(
-        &self,
-        order_id: &str,
-    ) -> Result<Vec<AuthorizationRow>, Error>;
     /// Writes status and challenges if the stored status is still `expected`.
     async fn update_authorization(
         &self,
@@ -576,21 +571,6 @@ macro_rules! impl_acme_store {
                 Ok(qb
                     .build_query_as()
                     .fetch_optional(&mut *self.read_conn().await?)
-                    .await?)
-            }
-
-            async fn authorizations_for_order(
-                &self,
-                order_id: &str,
-            ) -> Result<Vec<$crate::acme::AuthorizationRow>, $crate::Error> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                    "SELECT {} FROM acme_authorizations WHERE order_id = ",
-                    $crate::acme::AUTHZ_COLUMNS
-                ));
-                qb.push_bind(order_id.to_owned()).push(" ORDER BY id");
-                Ok(qb
-                    .build_query_as()
-                    .fetch_all(&mut *self.read_conn().await?)
                     .await?)
             }
 
