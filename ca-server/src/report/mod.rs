@@ -198,6 +198,12 @@ pub fn kubeadm_date(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// An RFC 3339 expiry (as the JSON report carries it) in kubeadm's format; unchanged if unparsable.
+fn kubeadm_date_of(rfc3339: &str) -> String {
+    OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map_or_else(|_| rfc3339.to_owned(), |t| kubeadm_date(t.unix_timestamp()))
+}
+
 /// Kubernetes' `ShortHumanDuration`: `45s`, `12m`, `23h`, `348d`, `6y`; `<invalid>` when past.
 pub fn residual(seconds: i64) -> String {
     if seconds < -1 {
@@ -364,14 +370,7 @@ pub fn table(items: &[Item], authorities: &[AuthorityItem]) -> String {
         .to_vec(),
     ];
     for i in items {
-        let expires = OffsetDateTime::parse(
-            &i.expiration_date,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_or_else(
-            |_| i.expiration_date.clone(),
-            |t| kubeadm_date(t.unix_timestamp()),
-        );
+        let expires = kubeadm_date_of(&i.expiration_date);
         rows.push(vec![
             i.name.clone(),
             expires,
@@ -396,14 +395,7 @@ pub fn table(items: &[Item], authorities: &[AuthorityItem]) -> String {
             .to_vec(),
         ];
         for a in authorities {
-            let expires = OffsetDateTime::parse(
-                &a.expiration_date,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_or_else(
-                |_| a.expiration_date.clone(),
-                |t| kubeadm_date(t.unix_timestamp()),
-            );
+            let expires = kubeadm_date_of(&a.expiration_date);
             rows.push(vec![
                 a.name.clone(),
                 expires,
