@@ -461,7 +461,7 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
 }
 
 #[test]
-fn certbot_takes_the_alternate_chain_it_prefers() {
+fn certbot_and_lego_take_the_alternate_chain_they_prefer() {
     let mut env = AcmeEnv::start("");
     let dir = env.dir.path().to_owned();
     let ca_dir = env.server.data_dir.join("ca");
@@ -527,5 +527,32 @@ fn certbot_takes_the_alternate_chain_it_prefers() {
         &dir,
         &live(&state, "default-chain.example.test", "cert.pem"),
         &live(&state, "default-chain.example.test", "chain.pem"),
+    );
+
+    // lego (ES256 account) makes the same choice by the root's common name.
+    let lego_state = dir.join("lego");
+    let http = format!("127.0.0.1:{}", env.http01_port);
+    let out = lego(
+        &env,
+        &lego_state,
+        &[
+            "--domains",
+            "lego-alt.example.test",
+            "--http",
+            "--http.port",
+            &http,
+            "run",
+            "--preferred-chain",
+            "Alternate Root CA",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "lego run: {}", text(&out));
+    let issuer = lego_state.join("certificates/lego-alt.example.test.issuer.crt");
+    let issuer = std::fs::read_to_string(&issuer).expect("issuer.crt");
+    assert_eq!(
+        issuer.trim(),
+        cross.trim(),
+        "lego kept the cross-signed chain"
     );
 }
