@@ -141,8 +141,10 @@ impl rcgen::PublicKeyData for SubjectPublicKey {
 pub struct VerifiedCsr {
     /// The key to certify.
     pub public_key: SubjectPublicKey,
-    /// Subject DN as RFC 4514 text (empty for an empty subject).
-    pub subject: String,
+    /// Subject DN; `to_string()` gives RFC 4514 text. Kept structured: formatting looks every
+    /// attribute type up in an OID table, a measurable share of a signing, and only some callers
+    /// need the text.
+    pub subject: x509_cert::name::Name,
     /// Subject common name, if present.
     pub common_name: Option<String>,
     /// Requested DNS names.
@@ -225,7 +227,7 @@ pub fn parse_der(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .map(String::from);
     let mut csr = VerifiedCsr {
         public_key,
-        subject: req.info.subject.to_string(),
+        subject: req.info.subject.clone(),
         common_name,
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
