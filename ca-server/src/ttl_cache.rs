@@ -2,6 +2,7 @@
 //! reads and that rarely change (Vault tokens, policies and roles; ACME accounts). Writes on this
 //! replica update or drop entries at once; changes made by other replicas are seen after the TTL.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -31,7 +32,11 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 
     /// A fresh entry.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let map = self.map.lock().ok()?;
         map.get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -53,7 +58,11 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 
     /// Drops an entry (changed or deleted on this replica).
-    pub fn forget(&self, key: &K) {
+    pub fn forget<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if let Ok(mut map) = self.map.lock() {
             map.remove(key);
         }

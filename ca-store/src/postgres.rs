@@ -34,10 +34,6 @@ impl PostgresLedger {
 type PgLease = sqlx::pool::PoolConnection<sqlx::Postgres>;
 
 impl PostgresLedger {
-    async fn certificate_conn(&self) -> Result<PgLease, Error> {
-        Ok(self.pool.acquire().await?)
-    }
-
     async fn write_conn(&self) -> Result<PgLease, Error> {
         Ok(self.pool.acquire().await?)
     }

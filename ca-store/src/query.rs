@@ -302,9 +302,9 @@ where
     qb
 }
 
-/// Implements [`crate::Ledger`] for a backend with `certificate_conn()` (durable certificate
-/// writes, with `begin_durable`/`end_durable`), `read_conn()` and `close_pools()`: one body for
-/// both dialects.
+/// Implements [`crate::Ledger`] for a backend with `write_conn()`, `read_conn()`,
+/// `begin_durable`/`end_durable` (around certificate writes, which must be on disk when they
+/// commit) and `close_pools()`: one body for both dialects.
 macro_rules! impl_ledger {
     ($backend:ty, $db:ty, $kind:expr) => {
         #[async_trait::async_trait]
@@ -324,7 +324,7 @@ macro_rules! impl_ledger {
                     batch.iter().map($crate::query::InsertRow::issued).collect();
                 // Superseding happens in the `certificates_supersede` trigger, so one statement
                 // is atomic on its own: the common case is a single round trip and commit.
-                let mut conn = self.certificate_conn().await?;
+                let mut conn = self.write_conn().await?;
                 self.begin_durable(&mut conn).await?;
                 let result = async {
                     if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
@@ -355,7 +355,7 @@ macro_rules! impl_ledger {
                 observed_at: i64,
             ) -> Result<$crate::ObserveOutcome, $crate::Error> {
                 let mut outcome = $crate::ObserveOutcome::default();
-                let mut conn = self.certificate_conn().await?;
+                let mut conn = self.write_conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 for observed in batch {
                     let c = &observed.certificate;
@@ -446,7 +446,7 @@ macro_rules! impl_ledger {
                 reason: i32,
             ) -> Result<bool, $crate::Error> {
                 let mut qb = $crate::query::revoke::<$db>(serial, revoked_at, reason);
-                let mut conn = self.certificate_conn().await?;
+                let mut conn = self.write_conn().await?;
                 self.begin_durable(&mut conn).await?;
                 let result = qb.build().execute(&mut *conn).await;
                 self.end_durable(&mut conn).await;
@@ -483,7 +483,7 @@ macro_rules! impl_ledger {
                     qb.push(")");
                     total += qb
                         .build()
-                        .execute(&mut *self.certificate_conn().await?)
+                        .execute(&mut *self.write_conn().await?)
                         .await?
                         .rows_affected();
                     last_id = max;

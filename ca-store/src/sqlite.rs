@@ -73,10 +73,6 @@ impl SqliteLedger {
 }
 
 impl SqliteLedger {
-    async fn certificate_conn(&self) -> Result<Lease<'_>, Error> {
-        self.writer.acquire().await
-    }
-
     async fn write_conn(&self) -> Result<Lease<'_>, Error> {
         self.writer.acquire().await
     }

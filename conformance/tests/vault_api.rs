@@ -38,6 +38,17 @@ impl Vault {
             .await
     }
 
+    /// `POST auth/kubernetes/login` with a service account token, as cert-manager does.
+    async fn kubernetes_login(&self, role: &str, jwt: &str) -> Response {
+        self.call(
+            "POST",
+            "auth/kubernetes/login",
+            None,
+            Some(json!({"role": role, "jwt": jwt})),
+        )
+        .await
+    }
+
     async fn root(&self, method: &str, path: &str, body: Value) -> Response {
         let r = self.call(method, path, Some(&self.token), Some(body)).await;
         assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
@@ -148,14 +159,7 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
             "vault://vault-internal",
             600,
         );
-        let r = vault
-            .call(
-                "POST",
-                "auth/kubernetes/login",
-                None,
-                Some(json!({"role": "cert-manager", "jwt": jwt})),
-            )
-            .await;
+        let r = vault.kubernetes_login("cert-manager", &jwt).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let token = r.json()["auth"]["client_token"]
             .as_str()
@@ -227,15 +231,7 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
         "vault://vault-internal",
         600,
     );
-    let token = vault
-        .call(
-            "POST",
-            "auth/kubernetes/login",
-            None,
-            Some(json!({"role": "cert-manager", "jwt": jwt})),
-        )
-        .await
-        .json()["auth"]["client_token"]
+    let token = vault.kubernetes_login("cert-manager", &jwt).await.json()["auth"]["client_token"]
         .as_str()
         .expect("token")
         .to_owned();
@@ -393,16 +389,7 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
 
     let login = |jwt: String| {
         let vault = &vault;
-        async move {
-            vault
-                .call(
-                    "POST",
-                    "auth/kubernetes/login",
-                    None,
-                    Some(json!({"role": "workloads", "jwt": jwt})),
-                )
-                .await
-        }
+        async move { vault.kubernetes_login("workloads", &jwt).await }
     };
     let r = login(service_account_token(
         &signer,
@@ -915,16 +902,7 @@ async fn kubernetes_login_through_token_review() {
         .await;
     let login = |jwt: String| {
         let vault = &vault;
-        async move {
-            vault
-                .call(
-                    "POST",
-                    "auth/kubernetes/login",
-                    None,
-                    Some(json!({"role": "reviewed", "jwt": jwt})),
-                )
-                .await
-        }
+        async move { vault.kubernetes_login("reviewed", &jwt).await }
     };
 
     let ok = login(service_account_token(

@@ -1269,22 +1269,12 @@ async fn certificate_chain(
     let auth = state.verify(&req, Signer::Kid).await?;
     let account = auth.account()?;
     let serial = hex_decode(serial_hex).ok_or_else(|| AcmeError::not_found("certificate"))?;
-    let ca = state.inner.issuance.ca();
-    let alternates = ca.alternate_chains();
+    let chains: Vec<&[CertificateDer<'static>]> = state.inner.issuance.ca().chains().collect();
+    let chain = chains
+        .get(index)
+        .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
     // Intermediates only: the trust anchor at the top of each chain is distributed separately.
-    let intermediates: Vec<&CertificateDer<'static>> = match index {
-        0 => ca
-            .chain()
-            .iter()
-            .filter(|c| !ca.roots().contains(c))
-            .collect(),
-        n => {
-            let chain = alternates
-                .get(n - 1)
-                .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
-            chain[..chain.len().saturating_sub(1)].iter().collect()
-        }
-    };
+    let intermediates = &chain[..chain.len().saturating_sub(1)];
     let record = state
         .inner
         .store
@@ -1298,7 +1288,7 @@ async fn certificate_chain(
     }
     let mut pem = crate::issuer::hierarchy::pem_block("CERTIFICATE", &record.certificate.der);
     // Leaf, then intermediates: at most 5 certificates.
-    for cert in intermediates.into_iter().take(4) {
+    for cert in intermediates.iter().take(4) {
         pem.push_str(&crate::issuer::hierarchy::pem_block("CERTIFICATE", cert));
     }
     let mut response = pem.into_response();
@@ -1307,7 +1297,7 @@ async fn certificate_chain(
         HeaderValue::from_static("application/pem-certificate-chain"),
     );
     let url = format!("{}/acme/cert/{serial_hex}", auth.base);
-    for other in (0..=alternates.len()).filter(|i| *i != index) {
+    for other in (0..chains.len()).filter(|i| *i != index) {
         let link = match other {
             0 => format!("<{url}>;rel=\"alternate\""),
             n => format!("<{url}/{n}>;rel=\"alternate\""),

@@ -258,7 +258,7 @@ impl AcmeState {
                         format!("unknown account {kid}"),
                     )
                 })?;
-                let account = match self.inner.accounts.get(&id.to_owned()) {
+                let account = match self.inner.accounts.get(id) {
                     Some(account) => account,
                     None => {
                         let account = self.inner.store.account(id).await?.ok_or_else(|| {

@@ -296,16 +296,8 @@ impl LoadedCa {
             "the first certificate ({}) is not the issuing CA's subject and key",
             parsed[0].subject()
         );
-        let ski = |c: &X509Certificate<'_>| {
-            c.extensions()
-                .iter()
-                .find_map(|ext| match ext.parsed_extension() {
-                    ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0.to_vec()),
-                    _ => None,
-                })
-        };
         ensure!(
-            ski(&parsed[0]) == ski(&issuing),
+            subject_key_id(&parsed[0]) == subject_key_id(&issuing),
             "the first certificate's subject key identifier differs from the issuing CA's: \
              clients could not match it to the certificates we issue"
         );
@@ -316,7 +308,6 @@ impl LoadedCa {
     /// Checks that `chain[0]` is a CA certificate for `key`, that each certificate is signed by
     /// the next, and works out the trust anchors.
     fn check(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Result<Self> {
-        use x509_parser::prelude::*;
         let parsed = parse_all(&chain)?;
         let issuing = &parsed[0];
         ensure!(
@@ -330,15 +321,8 @@ impl LoadedCa {
         verify_links(&parsed)?;
         let top = parsed.len() - 1;
         let roots = vec![chain[top].clone()];
-        let ski = issuing
-            .extensions()
-            .iter()
-            .find_map(|ext| match ext.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex(ski.0)),
-                _ => None,
-            });
         // Without an SKI, identify the issuer by a digest of its key.
-        let issuer_id = ski.unwrap_or_else(|| {
+        let issuer_id = subject_key_id(issuing).map(hex).unwrap_or_else(|| {
             hex(&ring::digest::digest(&ring::digest::SHA256, key.public_key_raw()).as_ref()[..20])
         });
         let not_after = issuing.validity().not_after.to_datetime();
@@ -367,6 +351,17 @@ fn parse_all<'a>(
                 .map_err(|e| anyhow!("parsing CA certificate: {e}"))
         })
         .collect()
+}
+
+/// The subject key identifier extension's value, if the certificate has one.
+fn subject_key_id<'a>(cert: &x509_parser::certificate::X509Certificate<'a>) -> Option<&'a [u8]> {
+    use x509_parser::extensions::ParsedExtension;
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0),
+            _ => None,
+        })
 }
 
 /// Each certificate must be issued and signed by the next.

@@ -416,10 +416,11 @@ impl CertificateAuthority {
         &self.loaded.roots
     }
 
-    /// Other chains for the issuing key (e.g. cross-signed by a second root), each starting
-    /// with the issuing CA's certificate and ending with its trust anchor.
-    pub fn alternate_chains(&self) -> &[Vec<CertificateDer<'static>>] {
-        &self.loaded.alternates
+    /// Every chain offered for the issuing key: [`CertificateAuthority::chain`] first, then the alternates (e.g.
+    /// cross-signed by a second root). Each starts with a certificate for the issuing CA and
+    /// ends with its trust anchor.
+    pub fn chains(&self) -> impl Iterator<Item = &[CertificateDer<'static>]> {
+        std::iter::once(self.chain()).chain(self.loaded.alternates.iter().map(Vec::as_slice))
     }
 
     /// Issuance settings.

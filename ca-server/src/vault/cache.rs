@@ -51,7 +51,7 @@ impl Cache {
 
     /// A fresh cached token row, by token hash.
     pub fn token(&self, hash: &str) -> Option<TokenRow> {
-        self.tokens.get(&hash.to_owned())
+        self.tokens.get(hash)
     }
 
     /// Remembers a token row just read.
