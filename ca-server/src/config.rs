@@ -137,6 +137,8 @@ pub struct CaConfig {
     /// The CRL is rebuilt this often (and at once after a revocation); it is valid for 24 hours.
     #[serde(with = "crate::duration::serde_duration")]
     pub crl_refresh: Duration,
+    /// Size limits every certificate is checked against before it is signed.
+    pub limits: crate::issuer::Limits,
 }
 
 /// Ledger retention: expired certificates lose their DER (the row stays for reports).
@@ -170,6 +172,7 @@ impl Default for CaConfig {
             lifetimes: BTreeMap::new(),
             crl_refresh: Duration::from_secs(3600),
             crl_shards: 1,
+            limits: crate::issuer::Limits::default(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl Config {
             crl_urls: self.ca.crl_urls.clone(),
             crl_shards: self.ca.crl_shards.max(1),
             issuing_certificate_urls: self.ca.issuing_certificate_urls.clone(),
+            limits: self.ca.limits,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Syntax of the names we put in certificates (RFC 1035/5280 host names, wildcards).
+//! Syntax of the names we put in certificates: RFC 1035/5280 host names and wildcards, e-mail
+//! addresses, URIs, and the characters no name may contain. Shared by policy (which names a caller
+//! may have) and the issuer's pre-signing check (what any certificate may say).
 
 /// Lower-cases and checks a DNS name: labels of 1–63 letters, digits or hyphens (not at either
 /// end), at most 253 characters, an optional leading `*.` wildcard label. Returns the normalised
@@ -22,6 +24,50 @@ pub fn normalize_dns_name(name: &str) -> Option<String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     valid.then_some(name)
+}
+
+/// True when `s` holds a control character: C0 (including NUL), DEL or C1. Such characters let a
+/// name display as something else in logs, UIs and other parsers, so no certificate carries one.
+pub fn has_control_character(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Longest e-mail address accepted (RFC 5321's path limit minus the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// Checks an RFC 5322 `addr-spec` of the plain kind certificates carry: a dot-atom local part of
+/// printable ASCII (at most 64 octets), `@`, and a valid DNS domain (no wildcard). Returns the
+/// address with its domain lower-cased.
+pub fn normalize_email(address: &str) -> Option<String> {
+    if address.len() > MAX_EMAIL_LEN {
+        return None;
+    }
+    let (local, domain) = address.rsplit_once('@')?;
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(atext));
+    if !local_ok || domain.starts_with("*.") {
+        return None;
+    }
+    let domain = normalize_dns_name(domain)?;
+    Some(format!("{local}@{domain}"))
+}
+
+/// Checks a URI for a certificate: at most 2048 octets of printable ASCII (no spaces), with an
+/// RFC 3986 scheme.
+pub fn is_valid_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut scheme_bytes = scheme.bytes();
+    uri.len() <= 2048
+        && !rest.is_empty()
+        && scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && uri.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -53,5 +99,38 @@ mod tests {
             assert_eq!(normalize_dns_name(bad), None, "{bad:?}");
         }
         assert_eq!(normalize_dns_name(&format!("{}.com", "a".repeat(64))), None);
+    }
+
+    #[test]
+    fn emails_and_uris() {
+        assert_eq!(
+            normalize_email("Ops.Team+x@Example.COM"),
+            Some("Ops.Team+x@example.com".into())
+        );
+        for bad in [
+            "",
+            "@example.com",
+            "a@",
+            "a@b@c",
+            "a b@example.com",
+            ".a@example.com",
+            "a..b@example.com",
+            "a@*.example.com",
+            "a@exa_mple.com",
+            "a\u{0}@example.com",
+        ] {
+            assert_eq!(normalize_email(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            normalize_email(&format!("{}@example.com", "a".repeat(65))),
+            None
+        );
+        assert!(is_valid_uri("spiffe://cluster.local/ns/a/sa/b"));
+        assert!(is_valid_uri("urn:uuid:1"));
+        for bad in ["", "nocolon", "1abc:x", "a b:c", "https://x/\u{7f}", "x:"] {
+            assert!(!is_valid_uri(bad), "{bad:?}");
+        }
+        assert!(has_control_character("a\u{0}b") && has_control_character("\u{9b}"));
+        assert!(!has_control_character("Zürich"));
     }
 }

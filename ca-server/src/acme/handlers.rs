@@ -937,8 +937,8 @@ pub(super) async fn finalize(
                 "issuance is temporarily unavailable: {e}"
             )))
         }
-        Err(IssueError::Rejected(detail))
-        | Err(IssueError::Csr(csr::CsrError::Malformed(detail))) => {
+        Err(e @ (IssueError::Rejected(_) | IssueError::Csr(_))) => {
+            let detail = e.to_string();
             state.inner.issuance.refused(Protocol::Acme, &order.profile);
             let problem = AcmeError::new(ProblemType::BadCsr, detail);
             order.status = "invalid".into();

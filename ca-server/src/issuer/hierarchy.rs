@@ -238,12 +238,19 @@ pub struct LoadedCa {
     pub chain: Vec<CertificateDer<'static>>,
     /// Trust anchors: the self-signed root, or the top-most certificate we know.
     pub roots: Vec<CertificateDer<'static>>,
+    /// Issuing certificate's notBefore.
+    pub not_before: OffsetDateTime,
     /// Issuing certificate's notAfter.
     pub not_after: OffsetDateTime,
-    /// Stable identifier: hex of the issuing certificate's subject key identifier.
+    /// Stable identifier: hex of [`LoadedCa::key_id`].
     pub issuer_id: String,
+    /// The issuing CA's key identifier: its subject key identifier, or (without one) the first
+    /// 20 bytes of the SHA-256 of its key. Issued certificates name it as authority key id.
+    pub key_id: Vec<u8>,
     /// Issuing certificate's subject (RFC 4514).
     pub subject: String,
+    /// Issuing certificate's subject, DER, exactly as in the certificate.
+    pub subject_der: Vec<u8>,
     /// Other chains for the issuing key (`alternate-chain*.pem`): each a certificate with the
     /// issuing CA's subject and key, then its parents, the trust anchor last.
     pub alternates: Vec<Vec<CertificateDer<'static>>>,
@@ -322,19 +329,84 @@ impl LoadedCa {
         let top = parsed.len() - 1;
         let roots = vec![chain[top].clone()];
         // Without an SKI, identify the issuer by a digest of its key.
-        let issuer_id = subject_key_id(issuing).map(hex).unwrap_or_else(|| {
-            hex(&ring::digest::digest(&ring::digest::SHA256, key.public_key_raw()).as_ref()[..20])
-        });
+        let key_id = subject_key_id(issuing)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| {
+                ring::digest::digest(&ring::digest::SHA256, key.public_key_raw()).as_ref()[..20]
+                    .to_vec()
+            });
+        let not_before = issuing.validity().not_before.to_datetime();
         let not_after = issuing.validity().not_after.to_datetime();
         let subject = issuing.subject().to_string();
+        let subject_der = issuing.subject().as_raw().to_vec();
         Ok(Self {
+            issuer_id: hex(&key_id),
+            key_id,
             chain,
             roots,
+            not_before,
             not_after,
-            issuer_id,
             subject,
+            subject_der,
             alternates: Vec::new(),
         })
+    }
+}
+
+impl LoadedCa {
+    /// What rcgen needs to sign as this CA: its subject exactly as encoded in its certificate
+    /// (same attribute and string types, so chains match byte for byte), its key identifier and
+    /// its key usages.
+    pub fn issuer_params(&self) -> Result<CertificateParams> {
+        use rcgen::{DnValue, string::*};
+        use x509_parser::der_parser::asn1_rs::Tag;
+        use x509_parser::prelude::*;
+        let (_, cert) = X509Certificate::from_der(&self.chain[0])
+            .map_err(|e| anyhow!("parsing the issuing certificate: {e}"))?;
+        let mut dn = DistinguishedName::new();
+        for rdn in cert.subject().iter() {
+            let mut attrs = rdn.iter();
+            let (Some(attr), None) = (attrs.next(), attrs.next()) else {
+                bail!("the issuing CA's subject has a multi-valued RDN, which is not supported");
+            };
+            let oid: Vec<u64> = attr
+                .attr_type()
+                .iter()
+                .ok_or_else(|| anyhow!("subject attribute OID too large"))?
+                .collect();
+            let data = attr.attr_value().data;
+            let text = || std::str::from_utf8(data).map_err(|_| anyhow!("subject is not UTF-8"));
+            let value = match attr.attr_value().header.tag() {
+                Tag::PrintableString => {
+                    DnValue::PrintableString(PrintableString::try_from(text()?)?)
+                }
+                Tag::Utf8String => DnValue::Utf8String(text()?.to_owned()),
+                Tag::Ia5String => DnValue::Ia5String(Ia5String::try_from(text()?)?),
+                Tag::T61String => DnValue::TeletexString(TeletexString::try_from(text()?)?),
+                Tag::BmpString => DnValue::BmpString(BmpString::from_utf16be(data.to_vec())?),
+                Tag::UniversalString => {
+                    DnValue::UniversalString(UniversalString::from_utf32be(data.to_vec())?)
+                }
+                other => bail!("unsupported string type {other:?} in the issuing CA's subject"),
+            };
+            dn.push(DnType::from_oid(&oid), value);
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(self.key_id.clone());
+        if let Ok(Some(ku)) = cert.key_usage() {
+            let ku = &ku.value;
+            for (set, purpose) in [
+                (ku.digital_signature(), KeyUsagePurpose::DigitalSignature),
+                (ku.key_cert_sign(), KeyUsagePurpose::KeyCertSign),
+                (ku.crl_sign(), KeyUsagePurpose::CrlSign),
+            ] {
+                if set {
+                    params.key_usages.push(purpose);
+                }
+            }
+        }
+        Ok(params)
     }
 }
 

@@ -5,7 +5,8 @@
 //! builds the certificate from the profile (never from CSR extensions), picks a random serial,
 //! backdates notBefore for clock skew, clamps notAfter to the profile maximum and to the issuer's
 //! own notAfter, signs, and — through [`Issuance`] — records the certificate in the ledger before
-//! anyone sees it.
+//! anyone sees it. Every to-be-signed certificate passes [`lint`] before the key touches it,
+//! whoever asked for it.
 //!
 //! It never parses HTTP and never speaks SQL.
 
@@ -13,6 +14,7 @@ pub mod asn1;
 pub mod csr;
 pub mod hierarchy;
 pub mod keys;
+pub mod lint;
 pub mod profile;
 pub mod serial;
 
@@ -33,6 +35,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 pub use csr::{CsrError, KeyAlgorithm, SubjectPublicKey, VerifiedCsr};
+pub use lint::{Limits, Violation};
 pub use profile::Profile;
 
 use crate::metrics::{IssuanceResult, Metrics};
@@ -85,6 +88,8 @@ pub struct Settings {
     pub crl_shards: u32,
     /// authorityInfoAccess caIssuers URLs for issued certificates.
     pub issuing_certificate_urls: Vec<String>,
+    /// Size limits every certificate is checked against before signing.
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -95,6 +100,7 @@ impl Default for Settings {
             crl_urls: Vec::new(),
             crl_shards: 1,
             issuing_certificate_urls: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -133,15 +139,6 @@ impl Subject {
             common_name: Some(cn.into()),
             ..Self::default()
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.common_name.is_none()
-            && self.organization.is_empty()
-            && self.organizational_unit.is_empty()
-            && self.country.is_empty()
-            && self.province.is_empty()
-            && self.locality.is_empty()
     }
 
     fn entries(&self) -> Vec<(DnType, &str, &'static str)> {
@@ -318,9 +315,9 @@ impl CertificateRequest {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IssueError {
-    /// The request breaks the profile's rules; the client must change it.
+    /// The certificate would break RFC 5280 or the profile; the client must change its request.
     #[error("{0}")]
-    Rejected(String),
+    Rejected(#[from] Violation),
     /// The CSR is unusable.
     #[error(transparent)]
     Csr(#[from] CsrError),
@@ -365,7 +362,9 @@ pub struct SignedCertificate {
 
 /// The issuing CA: certificate, key and chain.
 pub struct CertificateAuthority {
-    issuer: rcgen::Issuer<'static, KeyPair>,
+    /// The issuing CA's name, key identifier and key usages, as rcgen writes them into what it signs.
+    issuer_params: CertificateParams,
+    key: KeyPair,
     loaded: hierarchy::LoadedCa,
     settings: Settings,
 }
@@ -383,9 +382,10 @@ impl CertificateAuthority {
     /// Loads the CA from `<data_dir>/ca`.
     pub fn load(data_dir: &Path, settings: Settings) -> Result<Self> {
         let (loaded, key) = hierarchy::LoadedCa::load(data_dir)?;
-        let issuer = rcgen::Issuer::from_ca_cert_der(&loaded.chain[0], key)?;
+        let issuer_params = loaded.issuer_params()?;
         Ok(Self {
-            issuer,
+            issuer_params,
+            key,
             loaded,
             settings,
         })
@@ -458,10 +458,7 @@ impl CertificateAuthority {
             _ => None,
         };
         let millis = (this_update.unix_timestamp_nanos() / 1_000_000).max(1) as u64;
-        let ski: Vec<u8> = (0..self.loaded.issuer_id.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(self.loaded.issuer_id.get(i..i + 2)?, 16).ok())
-            .collect();
+        let ski = self.loaded.key_id.clone();
         let params = CertificateRevocationListParams {
             this_update,
             next_update: this_update + lifetime,
@@ -487,21 +484,26 @@ impl CertificateAuthority {
             // The CRL's authority key identifier must equal the issuing certificate's SKI.
             key_identifier_method: rcgen::KeyIdMethod::PreSpecified(ski),
         };
+        let issuer = rcgen::Issuer::from_params(&self.issuer_params, &self.key);
         params
-            .signed_by(&self.issuer)
+            .signed_by(&issuer)
             .map(|crl| crl.der().to_vec())
             .map_err(|e| IssueError::Signing(e.to_string()))
     }
 
     /// Builds and signs a certificate for `req`. Nothing is recorded; see [`Issuance::issue`].
+    /// The to-be-signed certificate passes [`lint::check`] before the key signs it.
     pub fn sign(&self, req: &CertificateRequest) -> Result<SignedCertificate, IssueError> {
-        let names = check_names(req)?;
+        let names = san_list(req)?;
         let mut warnings = Vec::new();
         let now = OffsetDateTime::now_utc();
         let lifetime = self.settings.lifetime(req.profile);
+        // Never before the issuer's own notBefore: a freshly made CA would otherwise sign
+        // certificates that predate it.
         let not_before = req
             .not_before
-            .unwrap_or_else(|| now - self.settings.backdate);
+            .unwrap_or_else(|| now - self.settings.backdate)
+            .max(self.loaded.not_before);
         let max_not_after = now + lifetime.max;
         let mut not_after = req
             .not_after
@@ -522,9 +524,16 @@ impl CertificateAuthority {
             not_after = self.loaded.not_after;
         }
         if not_after <= now || not_after <= not_before {
-            return Err(IssueError::Rejected(
+            return Err(Violation::Validity(
                 "the certificate would already be expired (notAfter is not in the future)".into(),
-            ));
+            )
+            .into());
+        }
+        if req.name_constraints.is_some() && req.profile != Profile::Ca {
+            return Err(Violation::Extension(
+                "name constraints apply only to the ca profile".into(),
+            )
+            .into());
         }
 
         let mut params = CertificateParams::default();
@@ -559,9 +568,27 @@ impl CertificateAuthority {
             params.custom_extensions.push(nc.to_extension());
         }
 
-        let cert = params
-            .signed_by(&req.public_key, &self.issuer)
-            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        let gate = lint::GatedKey::new(
+            &self.key,
+            lint::Expectations {
+                profile: req.profile,
+                issuer_subject: &self.loaded.subject_der,
+                issuer_key_id: &self.loaded.key_id,
+                issuer_not_before: self.loaded.not_before,
+                issuer_not_after: self.loaded.not_after,
+                max_validity: lifetime.max + self.settings.backdate,
+                public_key: req.public_key.raw(),
+                limits: self.settings.limits,
+            },
+        );
+        let issuer = rcgen::Issuer::from_params(&self.issuer_params, &gate);
+        let cert =
+            params
+                .signed_by(&req.public_key, &issuer)
+                .map_err(|e| match gate.refusal() {
+                    Some(violation) => IssueError::Rejected(violation),
+                    None => IssueError::Signing(e.to_string()),
+                })?;
         Ok(SignedCertificate {
             der: cert.der().clone(),
             serial: serial.to_bytes(),
@@ -592,99 +619,49 @@ pub fn shard_urls(urls: &[String], shard: u32) -> Vec<String> {
         .collect()
 }
 
-struct CheckedNames {
+struct SanList {
     sans: Vec<SanType>,
     spiffe_id: Option<String>,
 }
 
-/// Enforces each profile's structural rules and converts names for rcgen.
-fn check_names(req: &CertificateRequest) -> Result<CheckedNames, IssueError> {
-    let reject = |m: String| Err(IssueError::Rejected(m));
-    let mut sans = Vec::new();
+/// The request's names as rcgen SANs (DNS names normalised). Rules about which names a profile
+/// needs, and their syntax and size, are [`lint`]'s, applied to the certificate as built.
+fn san_list(req: &CertificateRequest) -> Result<SanList, IssueError> {
+    let invalid = |kind: &'static str, value: &str| {
+        IssueError::Rejected(Violation::InvalidName {
+            kind,
+            value: value.chars().take(80).collect(),
+        })
+    };
+    let mut sans = Vec::with_capacity(
+        req.dns_names.len() + req.ip_addresses.len() + req.uris.len() + req.emails.len(),
+    );
     for name in &req.dns_names {
-        let Some(n) = normalize_dns_name(name) else {
-            return reject(format!("{name:?} is not a valid DNS name"));
-        };
-        sans.push(SanType::DnsName(ia5(&n)?));
+        let n = normalize_dns_name(name).ok_or_else(|| invalid("DNS name", name))?;
+        sans.push(SanType::DnsName(
+            ia5(&n).map_err(|_| invalid("DNS name", name))?,
+        ));
     }
     sans.extend(req.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
     let mut spiffe_id = None;
     for uri in &req.uris {
-        if uri.len() > 2048 || !uri.is_ascii() || uri.contains(char::is_whitespace) {
-            return reject(format!("{uri:?} is not a valid URI"));
-        }
-        if uri.starts_with("spiffe://") || uri.starts_with("SPIFFE://") {
-            let id = SpiffeId::parse(uri).map_err(|e| IssueError::Rejected(e.to_string()))?;
+        if uri.len() > 9 && uri[..9].eq_ignore_ascii_case("spiffe://") {
+            let id = SpiffeId::parse(uri)
+                .map_err(|e| IssueError::Rejected(Violation::Names(e.to_string())))?;
             spiffe_id = Some(id.to_string());
         }
-        sans.push(SanType::URI(ia5(uri)?));
+        sans.push(SanType::URI(ia5(uri).map_err(|_| invalid("URI", uri))?));
     }
     for email in &req.emails {
-        if !email.contains('@') || !email.is_ascii() {
-            return reject(format!("{email:?} is not a valid e-mail address"));
-        }
-        sans.push(SanType::Rfc822Name(ia5(email)?));
+        sans.push(SanType::Rfc822Name(
+            ia5(email).map_err(|_| invalid("e-mail address", email))?,
+        ));
     }
-    let has_host_name = !req.dns_names.is_empty() || !req.ip_addresses.is_empty();
-    match req.profile {
-        Profile::TlsServer | Profile::TlsServerClient if !has_host_name => {
-            return reject(format!(
-                "the {} profile needs at least one DNS name or IP address",
-                req.profile
-            ));
-        }
-        Profile::TlsClient if sans.is_empty() && req.subject.common_name.is_none() => {
-            return reject("a client certificate needs a common name or a SAN".into());
-        }
-        Profile::Spiffe => {
-            if req.uris.len() != 1 {
-                return reject(format!(
-                    "an X509-SVID carries exactly one URI SAN (the SPIFFE ID); {} requested",
-                    req.uris.len()
-                ));
-            }
-            match &spiffe_id {
-                Some(id) => {
-                    let parsed =
-                        SpiffeId::parse(id).map_err(|e| IssueError::Rejected(e.to_string()))?;
-                    if parsed.is_root() {
-                        return reject(
-                            "a workload SPIFFE ID needs a path (spiffe://<trust-domain>/…)".into(),
-                        );
-                    }
-                }
-                _ => return reject("the URI SAN of an X509-SVID must be a spiffe:// ID".into()),
-            }
-        }
-        Profile::Ca => {
-            if req.subject.common_name.is_none() {
-                return reject("a CA certificate needs a common name".into());
-            }
-            if let Some(id) = &spiffe_id {
-                let parsed =
-                    SpiffeId::parse(id).map_err(|e| IssueError::Rejected(e.to_string()))?;
-                if !parsed.is_root() || req.uris.len() > 1 {
-                    return reject(
-                        "a signing certificate's SPIFFE ID is the bare trust domain (spiffe://<td>)"
-                            .into(),
-                    );
-                }
-            }
-        }
-        _ => {}
-    }
-    if req.name_constraints.is_some() && req.profile != Profile::Ca {
-        return reject("name constraints apply only to the ca profile".into());
-    }
-    if req.subject.is_empty() && sans.is_empty() {
-        return reject("the certificate would name nobody (empty subject and no SAN)".into());
-    }
-    Ok(CheckedNames { sans, spiffe_id })
+    Ok(SanList { sans, spiffe_id })
 }
 
-fn ia5(s: &str) -> Result<rcgen::string::Ia5String, IssueError> {
+fn ia5(s: &str) -> Result<rcgen::string::Ia5String, rcgen::Error> {
     rcgen::string::Ia5String::try_from(s)
-        .map_err(|_| IssueError::Rejected(format!("{s:?} is not ASCII")))
 }
 
 fn apply_profile(params: &mut CertificateParams, req: &CertificateRequest) {

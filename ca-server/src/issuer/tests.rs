@@ -204,7 +204,7 @@ fn spiffe_profile_refuses_two_uris_and_non_spiffe_ids() {
         .sign(&request_from(&csr, Profile::Spiffe))
         .expect_err("two URIs");
     assert!(
-        matches!(err, IssueError::Rejected(ref m) if m.contains("exactly one URI")),
+        matches!(err, IssueError::Rejected(ref m) if m.to_string().contains("exactly one URI")),
         "{err}"
     );
 
@@ -415,4 +415,209 @@ fn sharded_crls_name_the_shard_in_each_certificate() {
     );
     assert_eq!(shard_of(&[0x01, 0x00], 4), 0);
     assert_eq!(shard_of(&[0x07], 4), 3);
+}
+
+// --- the pre-signing check ---------------------------------------------------------------------
+
+fn p256_request(profile: Profile) -> CertificateRequest {
+    let key = keys::generate_p256().expect("key");
+    let spki =
+        SubjectPublicKey::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&key))
+            .expect("spki");
+    CertificateRequest::new(spki, profile)
+}
+
+fn refusal(ca: &CertificateAuthority, req: &CertificateRequest) -> Violation {
+    match ca.sign(req) {
+        Err(IssueError::Rejected(v)) => v,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn names_the_rfc_forbids_are_never_signed() {
+    let (_dir, ca) = test_ca();
+    let mut req = p256_request(Profile::TlsServer);
+    req.dns_names = vec!["a.example.test".into()];
+
+    let mut long_cn = req.clone();
+    long_cn.subject.common_name = Some("a".repeat(100 * 1024));
+    assert!(matches!(
+        refusal(&ca, &long_cn),
+        Violation::AttributeTooLong {
+            attribute: "CN",
+            limit: 64,
+            ..
+        }
+    ));
+
+    let mut nul = req.clone();
+    nul.subject.common_name = Some("a.example.test\u{0}.evil.test".into());
+    assert_eq!(refusal(&ca, &nul), Violation::ControlCharacter("CN"));
+    let mut escape = req.clone();
+    escape.subject.organization = vec!["Acme\u{1b}[31m".into()];
+    assert_eq!(refusal(&ca, &escape), Violation::ControlCharacter("O"));
+
+    let mut many = req.clone();
+    many.dns_names = (0..1000).map(|i| format!("n{i}.example.test")).collect();
+    assert_eq!(
+        refusal(&ca, &many),
+        Violation::TooManyNames {
+            count: 1000,
+            limit: 100
+        }
+    );
+
+    let mut cn_elsewhere = req.clone();
+    cn_elsewhere.subject.common_name = Some("bank.example".into());
+    assert!(matches!(
+        refusal(&ca, &cn_elsewhere),
+        Violation::CommonNameNotInSans(_)
+    ));
+
+    let mut bad_email = req.clone();
+    bad_email.emails = vec!["not an address".into()];
+    assert!(matches!(
+        refusal(&ca, &bad_email),
+        Violation::InvalidName {
+            kind: "e-mail address",
+            ..
+        }
+    ));
+
+    let mut bad_uri = req.clone();
+    bad_uri.uris = vec!["no scheme here".into()];
+    assert!(matches!(
+        refusal(&ca, &bad_uri),
+        Violation::InvalidName { kind: "URI", .. }
+    ));
+
+    // The same request with none of that is signed.
+    let mut ok = req;
+    ok.subject.common_name = Some("A.Example.Test".into());
+    ok.emails = vec!["ops@example.test".into()];
+    assert!(ca.sign(&ok).is_ok());
+}
+
+#[test]
+fn client_certificates_may_name_a_user_not_a_host() {
+    // Kubernetes client certificates carry the user in CN and the groups in O, with no SAN.
+    let (_dir, ca) = test_ca();
+    let mut req = p256_request(Profile::TlsClient);
+    req.subject.common_name = Some("system:node:worker-1".into());
+    req.subject.organization = vec!["system:nodes".into()];
+    assert!(ca.sign(&req).is_ok());
+}
+
+#[test]
+fn size_limits_are_configurable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    hierarchy::generate(dir.path(), &hierarchy::GenerateOptions::default()).expect("init");
+    let settings = Settings {
+        limits: Limits {
+            max_sans: 2,
+            max_san_bytes: 30,
+        },
+        ..Settings::default()
+    };
+    let ca = CertificateAuthority::load(dir.path(), settings).expect("load");
+    let mut req = p256_request(Profile::TlsServer);
+    req.dns_names = vec!["a.test".into(), "b.test".into()];
+    assert!(ca.sign(&req).is_ok());
+    req.dns_names.push("c.test".into());
+    assert!(matches!(refusal(&ca, &req), Violation::TooManyNames { .. }));
+    req.dns_names = vec!["a-rather-long-name.example.test".into()];
+    assert!(matches!(
+        refusal(&ca, &req),
+        Violation::NamesTooLarge { .. }
+    ));
+}
+
+/// The check reads the to-be-signed bytes themselves: a TBSCertificate built outside our profile
+/// code (here by rcgen directly, with extensions no profile has) is refused.
+#[test]
+fn foreign_extensions_and_issuers_are_refused() {
+    let (_dir, ca) = test_ca();
+    let leaf_key = keys::generate_p256().expect("key");
+    let expect = |public_key: &'static [u8]| lint::Expectations {
+        profile: Profile::TlsServer,
+        issuer_subject: &ca.loaded.subject_der,
+        issuer_key_id: &ca.loaded.key_id,
+        issuer_not_before: ca.loaded.not_before,
+        issuer_not_after: ca.loaded.not_after,
+        max_validity: std::time::Duration::from_secs(400 * 86_400),
+        public_key,
+        limits: Limits::default(),
+    };
+    let public_key: &'static [u8] =
+        Box::leak(leaf_key.public_key_raw().to_vec().into_boxed_slice());
+
+    // Capture what rcgen would sign, through a key that records its input.
+    struct Capture<'a>(&'a KeyPair, std::cell::RefCell<Vec<u8>>);
+    impl rcgen::PublicKeyData for Capture<'_> {
+        fn der_bytes(&self) -> &[u8] {
+            self.0.der_bytes()
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            rcgen::PublicKeyData::algorithm(self.0)
+        }
+    }
+    impl rcgen::SigningKey for Capture<'_> {
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+            *self.1.borrow_mut() = msg.to_vec();
+            rcgen::SigningKey::sign(self.0, msg)
+        }
+    }
+    let tbs_of = |params: &CertificateParams| {
+        let capture = Capture(&ca.key, Default::default());
+        let issuer = rcgen::Issuer::from_params(&ca.issuer_params, &capture);
+        params.signed_by(&leaf_key, &issuer).expect("sign");
+        capture.1.take()
+    };
+    let mut params = CertificateParams::new(vec!["a.example.test".to_owned()]).expect("params");
+    params.not_before = OffsetDateTime::now_utc();
+    params.not_after = params.not_before + time::Duration::days(1);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.distinguished_name = DistinguishedName::new();
+    assert_eq!(lint::check(&tbs_of(&params), &expect(public_key)), Ok(()));
+
+    let mut code_signing = params.clone();
+    code_signing
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::CodeSigning);
+    assert!(matches!(
+        lint::check(&tbs_of(&code_signing), &expect(public_key)),
+        Err(Violation::Extension(_))
+    ));
+
+    let mut is_ca = params.clone();
+    is_ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    assert!(matches!(
+        lint::check(&tbs_of(&is_ca), &expect(public_key)),
+        Err(Violation::Extension(_))
+    ));
+
+    let mut too_long = params.clone();
+    too_long.not_after = params.not_before + time::Duration::days(401);
+    assert!(matches!(
+        lint::check(&tbs_of(&too_long), &expect(public_key)),
+        Err(Violation::Validity(_))
+    ));
+
+    let mut beyond_issuer = params.clone();
+    beyond_issuer.not_after = ca.loaded.not_after + time::Duration::days(1);
+    beyond_issuer.not_before = beyond_issuer.not_after - time::Duration::days(2);
+    assert!(matches!(
+        lint::check(&tbs_of(&beyond_issuer), &expect(public_key)),
+        Err(Violation::Validity(_))
+    ));
+
+    let other_key: &'static [u8] = Box::leak(vec![4u8; 65].into_boxed_slice());
+    assert!(matches!(
+        lint::check(&tbs_of(&params), &expect(other_key)),
+        Err(Violation::Key(_))
+    ));
 }

@@ -866,7 +866,7 @@ async fn sign_checked(
         .issue(&request, &requester, &request_id)
         .await
         .map_err(|e| match e {
-            IssueError::Rejected(m) => VaultError::bad_request(m),
+            IssueError::Rejected(m) => VaultError::bad_request(m.to_string()),
             IssueError::Csr(e) => VaultError::bad_request(e.to_string()),
             e if e.is_transient() => VaultError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
