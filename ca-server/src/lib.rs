@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod acme;
+pub mod auth;
 pub mod config;
 pub mod duration;
 pub mod http;

@@ -1,7 +1,6 @@
 //! ACME endpoint handlers. Each authenticates, checks ownership, applies policy, changes state
 //! with compare-and-set updates, and answers with the resource's JSON.
 
-use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,11 +16,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::jws::{self, Jwk, b64url, b64url_decode};
 use super::model::*;
-use super::problem::{AcmeError, ProblemType, Subproblem};
+use super::problem::{AcmeError, ProblemType, Stage, Subproblem};
 use super::{AcmePost, AcmeState, Authenticated, Signer};
-use crate::issuer::{CertificateRequest, IssueError, Profile, Subject, csr};
-use crate::names::normalize_dns_name;
-use crate::policy::EabBinding;
+use crate::issuer::{CertificateRequest, IssueError, Profile, csr};
+use crate::policy::{self, EabBinding, acme::OrderIdentifier};
 use crate::validation::{ChallengeType, Target};
 
 type Result<T> = std::result::Result<T, AcmeError>;
@@ -485,110 +483,47 @@ pub(super) async fn key_change(State(state): State<AcmeState>, req: AcmePost) ->
 // ---------------------------------------------------------------------------------------------
 // Orders
 
-/// A checked identifier: wire form, authorization value, wildcard flag, validation target.
-struct CheckedIdentifier {
-    wire: Identifier,
-    value: String,
-    wildcard: bool,
-}
-
+/// The server policy and the account's binding decide ([`policy::acme::order_identifiers`]);
+/// every refused identifier becomes a subproblem.
 fn check_identifiers(
     state: &AcmeState,
     binding: &EabBinding,
     ids: &[Identifier],
-) -> Result<Vec<CheckedIdentifier>> {
-    let policy = &state.config().policy;
-    let mut out: Vec<CheckedIdentifier> = Vec::new();
-    let mut subproblems = Vec::new();
-    for id in ids {
-        let ident = json!({"type": id.kind, "value": id.value});
-        match id.kind.as_str() {
-            "dns" => {
-                let Some(name) = normalize_dns_name(&id.value) else {
-                    subproblems.push(Subproblem {
-                        kind: ProblemType::RejectedIdentifier.urn(),
-                        detail: format!("{:?} is not a valid DNS name", id.value),
-                        identifier: ident,
-                    });
-                    continue;
-                };
-                let verdict = policy.check_dns(&name).and_then(|()| {
-                    if binding.allows_name(&name) {
-                        Ok(())
-                    } else {
-                        Err(format!("{name} is not allowed for this account"))
-                    }
-                });
-                if let Err(detail) = verdict {
-                    subproblems.push(Subproblem {
-                        kind: ProblemType::RejectedIdentifier.urn(),
-                        detail,
-                        identifier: ident,
-                    });
-                    continue;
+) -> Result<Vec<OrderIdentifier>> {
+    let requested: Vec<(&str, &str)> = ids
+        .iter()
+        .map(|i| (i.kind.as_str(), i.value.as_str()))
+        .collect();
+    policy::acme::order_identifiers(&state.config().policy, binding, &requested).map_err(|refused| {
+        let subproblems: Vec<Subproblem> = refused
+            .iter()
+            .map(|(index, rejection)| {
+                let problem = AcmeError::rejected(rejection, Stage::NewOrder);
+                let identifier = ids
+                    .get(*index)
+                    .map(|id| json!({"type": id.kind, "value": id.value}))
+                    .unwrap_or(Value::Null);
+                Subproblem {
+                    kind: problem.kind.urn(),
+                    detail: problem.detail,
+                    identifier,
                 }
-                let (wildcard, value) = match name.strip_prefix("*.") {
-                    Some(base) => (true, base.to_owned()),
-                    None => (false, name.clone()),
-                };
-                out.push(CheckedIdentifier {
-                    wire: Identifier {
-                        kind: "dns".into(),
-                        value: name,
-                    },
-                    value,
-                    wildcard,
-                });
-            }
-            "ip" => {
-                let Ok(ip) = id.value.parse::<IpAddr>() else {
-                    subproblems.push(Subproblem {
-                        kind: ProblemType::Malformed.urn(),
-                        detail: format!("{:?} is not an IP address", id.value),
-                        identifier: ident,
-                    });
-                    continue;
-                };
-                if let Err(detail) = policy.check_ip(ip) {
-                    subproblems.push(Subproblem {
-                        kind: ProblemType::RejectedIdentifier.urn(),
-                        detail,
-                        identifier: ident,
-                    });
-                    continue;
-                }
-                out.push(CheckedIdentifier {
-                    wire: Identifier {
-                        kind: "ip".into(),
-                        value: ip.to_string(),
-                    },
-                    value: ip.to_string(),
-                    wildcard: false,
-                });
-            }
-            other => subproblems.push(Subproblem {
-                kind: ProblemType::UnsupportedIdentifier.urn(),
-                detail: format!("identifier type {other:?} is not supported"),
-                identifier: ident,
-            }),
-        }
-    }
-    if !subproblems.is_empty() {
+            })
+            .collect();
         let kind = if subproblems
             .iter()
             .all(|s| s.kind == ProblemType::UnsupportedIdentifier.urn())
         {
             ProblemType::UnsupportedIdentifier
+        } else if subproblems.iter().all(|s| s.kind == ProblemType::Malformed.urn()) {
+            ProblemType::Malformed
         } else {
             ProblemType::RejectedIdentifier
         };
         let mut e = AcmeError::new(kind, "one or more identifiers cannot be ordered");
         e.subproblems = subproblems;
-        return Err(e);
-    }
-    out.sort_by(|a, b| a.wire.value.cmp(&b.wire.value));
-    out.dedup_by(|a, b| a.wire == b.wire);
-    Ok(out)
+        e
+    })
 }
 
 fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>> {
@@ -620,31 +555,18 @@ pub(super) async fn new_order(State(state): State<AcmeState>, req: AcmePost) -> 
     let payload: NewOrder = auth.json()?;
     let binding = binding_of(&state, &account).await?;
     let requested = payload.identifiers.clone().unwrap_or_default();
-    // URI-only orders (cert-manager sends `"identifiers": null` for a SPIFFE-only Certificate) are
-    // possible only for pre-authorized accounts allowed URI SANs.
-    let uri_only_allowed = binding.preauthorized && !binding.uris.is_empty();
-    if requested.is_empty() && !uri_only_allowed {
-        return Err(AcmeError::malformed(
-            "an order needs at least one identifier",
-        ));
+    if requested.is_empty() {
+        policy::acme::allows_empty_order(&binding)
+            .map_err(|r| AcmeError::rejected(&r, Stage::NewOrder))?;
     }
     let identifiers = check_identifiers(&state, &binding, &requested)?;
-
-    let profile_name = payload
-        .profile
-        .clone()
-        .unwrap_or_else(|| state.config().default_profile.name().to_owned());
-    let offered = state
-        .config()
-        .profiles
-        .iter()
-        .any(|p| p.name() == profile_name);
-    if !offered || !binding.allows_profile(&profile_name) {
-        return Err(AcmeError::new(
-            ProblemType::InvalidProfile,
-            format!("profile {profile_name:?} is not offered to this account"),
-        ));
-    }
+    let profile = policy::acme::order_profile(
+        &state.config().profiles,
+        state.config().default_profile,
+        &binding,
+        payload.profile.as_deref(),
+    )
+    .map_err(|r| AcmeError::rejected(&r, Stage::NewOrder))?;
     let not_before = parse_time("notBefore", &payload.not_before)?;
     let not_after = parse_time("notAfter", &payload.not_after)?;
     if let (Some(nb), Some(na)) = (not_before, not_after)
@@ -673,7 +595,7 @@ pub(super) async fn new_order(State(state): State<AcmeState>, req: AcmePost) -> 
     let authzs: Vec<AuthorizationRow> = identifiers
         .iter()
         .map(|id| {
-            let kinds: &[&str] = match (id.wire.kind.as_str(), id.wildcard) {
+            let kinds: &[&str] = match (id.kind, id.wildcard) {
                 ("ip", _) => &["http-01", "tls-alpn-01"],
                 (_, true) => &["dns-01"],
                 _ => &["http-01", "dns-01", "tls-alpn-01"],
@@ -692,8 +614,8 @@ pub(super) async fn new_order(State(state): State<AcmeState>, req: AcmePost) -> 
                 id: random_id(),
                 order_id: order_id.clone(),
                 account_id: account.id.clone(),
-                identifier_type: id.wire.kind.clone(),
-                identifier_value: id.value.clone(),
+                identifier_type: id.kind.to_owned(),
+                identifier_value: id.authorization_value.clone(),
                 wildcard: i64::from(id.wildcard),
                 status: status.into(),
                 expires,
@@ -711,10 +633,16 @@ pub(super) async fn new_order(State(state): State<AcmeState>, req: AcmePost) -> 
         },
         expires,
         identifiers: serde_json::to_string(
-            &identifiers.iter().map(|i| &i.wire).collect::<Vec<_>>(),
+            &identifiers
+                .iter()
+                .map(|i| Identifier {
+                    kind: i.kind.to_owned(),
+                    value: i.value.clone(),
+                })
+                .collect::<Vec<_>>(),
         )
         .unwrap_or_else(|_| "[]".into()),
-        profile: profile_name,
+        profile: profile.name().to_owned(),
         not_before,
         not_after,
         error: None,
@@ -739,7 +667,7 @@ async fn check_replaces(
     auth: &Authenticated,
     account: &AccountRow,
     replaces: &str,
-    identifiers: &[CheckedIdentifier],
+    identifiers: &[OrderIdentifier],
 ) -> Result<()> {
     let bad = |m: &str| AcmeError::malformed(format!("replaces: {m}"));
     let (_, serial) =
@@ -761,7 +689,7 @@ async fn check_replaces(
         .iter()
         .chain(record.certificate.ip_addresses.iter())
         .collect();
-    if !identifiers.is_empty() && !identifiers.iter().any(|i| names.contains(&&i.wire.value)) {
+    if !identifiers.is_empty() && !identifiers.iter().any(|i| names.contains(&&i.value)) {
         return Err(bad(
             "the order shares no identifier with the replaced certificate",
         ));
@@ -954,93 +882,39 @@ pub(super) async fn finalize(
     }
 }
 
-/// Policy for finalize: the CSR must name exactly the ordered identifiers, must not reuse the
-/// account key, and may carry URI SANs only as the account's binding allows.
+/// Finalize policy ([`policy::acme::finalize`]) over the order as stored.
 fn certificate_request(
     account: &AccountRow,
     order: &OrderRow,
     binding: &EabBinding,
     csr: crate::issuer::VerifiedCsr,
 ) -> Result<CertificateRequest> {
-    let bad = |m: String| AcmeError::new(ProblemType::BadCsr, m);
     let account_jwk: Jwk =
         serde_json::from_str(&account.jwk).map_err(|e| AcmeError::internal("account jwk", e))?;
-    if let Some(csr_jwk) = Jwk::from_spki(&csr.public_key)
-        && csr_jwk.thumbprint().ok() == account_jwk.thumbprint().ok()
-    {
-        return Err(bad("the CSR must not use the account key".into()));
-    }
-    let ordered: std::collections::BTreeSet<String> = identifiers_of(order)
+    let csr_uses_account_key = Jwk::from_spki(&csr.public_key)
+        .is_some_and(|k| k.thumbprint().ok() == account_jwk.thumbprint().ok());
+    let ordered: Vec<(String, String)> = identifiers_of(order)
         .into_iter()
-        .map(|i| i.value.to_ascii_lowercase())
+        .map(|i| (i.kind, i.value))
         .collect();
-    let mut requested = std::collections::BTreeSet::new();
-    for name in &csr.dns_names {
-        requested.insert(
-            normalize_dns_name(name)
-                .ok_or_else(|| bad(format!("{name:?} is not a valid DNS name")))?,
-        );
-    }
-    for ip in &csr.ip_addresses {
-        requested.insert(ip.to_string());
-    }
-    if let Some(cn) = &csr.common_name {
-        let cn_norm = cn
-            .parse::<IpAddr>()
-            .map(|ip| ip.to_string())
-            .ok()
-            .or_else(|| normalize_dns_name(cn));
-        match cn_norm {
-            Some(n) if ordered.contains(&n) => {
-                requested.insert(n);
-            }
-            _ => {
-                return Err(bad(format!(
-                    "the CSR common name {cn:?} is not an ordered identifier"
-                )));
-            }
-        }
-    }
-    if requested != ordered {
-        let extra: Vec<_> = requested.difference(&ordered).cloned().collect();
-        let missing: Vec<_> = ordered.difference(&requested).cloned().collect();
-        return Err(bad(format!(
-            "the CSR names must equal the order's identifiers (not ordered: {extra:?}; missing: {missing:?})"
-        )));
-    }
-    for uri in &csr.uris {
-        if !binding.allows_uri(uri) {
-            return Err(bad(format!(
-                "URI SAN {uri:?} is not allowed for this account"
-            )));
-        }
-    }
-    if !csr.emails.is_empty() || !csr.unsupported_sans.is_empty() {
-        return Err(bad(
-            "the CSR carries SAN types this CA does not issue through ACME".into(),
-        ));
-    }
     let profile: Profile = order
         .profile
         .parse()
         .map_err(|e| AcmeError::internal("stored profile", e))?;
-    let mut req = CertificateRequest::new(csr.public_key, profile);
-    if profile != Profile::Spiffe {
-        req.subject = Subject {
-            common_name: csr.common_name.clone(),
-            ..Subject::default()
-        };
-    }
-    req.dns_names = csr.dns_names;
-    req.ip_addresses = csr.ip_addresses;
-    req.uris = csr.uris;
-    req.not_before = order
-        .not_before
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-    req.not_after = order
-        .not_after
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-    Ok(req)
+    policy::acme::finalize(policy::acme::Finalize {
+        ordered: &ordered,
+        profile,
+        binding,
+        csr,
+        csr_uses_account_key,
+        not_before: order
+            .not_before
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+        not_after: order
+            .not_after
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+    })
+    .map_err(|r| AcmeError::rejected(&r, Stage::Finalize))
 }
 
 // ---------------------------------------------------------------------------------------------

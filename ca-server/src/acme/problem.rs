@@ -202,6 +202,37 @@ impl AcmeError {
     }
 }
 
+/// Where in the protocol policy refused: it decides the problem type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// newOrder: identifier problems.
+    NewOrder,
+    /// finalize: everything about the CSR is `badCSR`.
+    Finalize,
+}
+
+impl AcmeError {
+    /// The one mapping from a policy refusal to a problem document.
+    pub fn rejected(rejection: &crate::policy::Rejection, stage: Stage) -> Self {
+        use crate::policy::{NameKind, Rejection};
+        let kind = match (stage, rejection) {
+            (Stage::Finalize, _) => ProblemType::BadCsr,
+            (_, Rejection::UnsupportedIdentifier(_)) => ProblemType::UnsupportedIdentifier,
+            (_, Rejection::Profile(_)) => ProblemType::InvalidProfile,
+            (
+                _,
+                Rejection::Invalid {
+                    kind: NameKind::Ip, ..
+                }
+                | Rejection::Malformed(_)
+                | Rejection::NoNames(_),
+            ) => ProblemType::Malformed,
+            _ => ProblemType::RejectedIdentifier,
+        };
+        Self::new(kind, rejection.to_string())
+    }
+}
+
 impl From<ca_store::Error> for AcmeError {
     fn from(e: ca_store::Error) -> Self {
         if e.is_transient() {

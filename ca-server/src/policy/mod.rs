@@ -1,211 +1,205 @@
-//! The RA: may this requester have these names? Identifier rules for ACME (allowed domains and IP
-//! ranges, wildcards) and External Account Binding policies (which names and SPIFFE URIs an account
-//! may obtain, and whether its authorizations are pre-authorized).
+//! The RA (Boulder's "RA" and "PA"): may this caller have these names, this key, this lifetime,
+//! this profile? One place decides, for both protocols:
+//!
+//! - [`acme`]: which identifiers an ACME account may order (server policy and its EAB binding),
+//!   and whether a finalize CSR may be signed for an order (names equal to the order, key not the
+//!   account key, URI SANs only if the binding allows them);
+//! - [`role`]: Vault PKI roles (domains, globs, bare and sub-domains, wildcards, localhost, IPs,
+//!   URIs, e-mail addresses, common-name rules, key types and sizes, TTLs) and the SPIFFE identity
+//!   a workload logged in with its own service account may have;
+//! - [`eab`] and [`identifiers`]: the bindings and pattern matching they share.
+//!
+//! Every rule is a pure function over typed inputs that returns either the
+//! [`crate::issuer::CertificateRequest`] to sign or a [`Rejection`]. Nothing here speaks HTTP,
+//! reads the database or holds a key: each protocol edge maps a `Rejection` to its own error form
+//! in one place (`acme::problem`, `vault::errors`). The issuer then checks what the certificate
+//! says ([`crate::issuer::lint`]) whatever policy decided.
 
-use std::net::IpAddr;
+pub mod acme;
+pub mod eab;
+pub mod identifiers;
+pub mod role;
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::names::normalize_dns_name;
+pub use eab::EabBinding;
+pub use identifiers::{IdentifierPolicy, domain_matches, glob_matches, ip_in_range};
 
-/// Server-wide identifier policy for ACME.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IdentifierPolicy {
-    /// Allowed DNS names: exact names (`api.example.com`) or suffixes starting with a dot
-    /// (`.svc.cluster.local`). Empty: any name.
-    pub allowed_domains: Vec<String>,
-    /// Allowed IP ranges in CIDR form. Empty: no IP identifiers.
-    pub allowed_ip_ranges: Vec<String>,
-    /// Whether `*.name` may be ordered.
-    pub allow_wildcards: bool,
+/// The kind of a name a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// Subject common name.
+    CommonName,
+    /// DNS SAN or `dns` identifier.
+    Dns,
+    /// IP SAN or `ip` identifier.
+    Ip,
+    /// URI SAN (SPIFFE IDs among them).
+    Uri,
+    /// E-mail SAN (or a common name containing `@`).
+    Email,
+    /// otherName and the other SAN types this CA never issues.
+    Other,
 }
 
-impl Default for IdentifierPolicy {
-    fn default() -> Self {
-        Self {
-            allowed_domains: Vec::new(),
-            allowed_ip_ranges: vec!["0.0.0.0/0".into(), "::/0".into()],
-            allow_wildcards: true,
-        }
-    }
-}
-
-/// True when `name` equals `pattern`, or `pattern` is `.suffix` and `name` is below it.
-pub fn domain_matches(pattern: &str, name: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
-    let name = name.to_ascii_lowercase();
-    let name = name.strip_prefix("*.").unwrap_or(&name);
-    match pattern.strip_prefix('.') {
-        Some(suffix) => name.ends_with(&format!(".{suffix}")),
-        None => name == pattern,
-    }
-}
-
-/// True when `ip` lies in the CIDR range `range` (`10.0.0.0/8`, `::1/128`, or a bare address).
-pub fn ip_in_range(range: &str, ip: IpAddr) -> bool {
-    let (addr, prefix) = match range.split_once('/') {
-        Some((a, p)) => (a, p.parse::<u32>().ok()),
-        None => (range, None),
-    };
-    let Ok(net) = addr.parse::<IpAddr>() else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let p = prefix.unwrap_or(32).min(32);
-            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let p = prefix.unwrap_or(128).min(128);
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::CommonName => "common name",
+            NameKind::Dns => "DNS name",
+            NameKind::Ip => "IP address",
+            NameKind::Uri => "URI",
+            NameKind::Email => "e-mail address",
+            NameKind::Other => "subject alternative name",
+        })
     }
 }
 
-/// Simple glob: `*` matches any run of characters (including `/`), everything else literally.
-pub fn glob_matches(pattern: &str, value: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || !value[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &value[first.len()..value.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
+/// Whose rule refused a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// The server-wide ACME identifier policy.
+    Server,
+    /// The account's External Account Binding.
+    Account,
+    /// The Vault PKI role.
+    Role,
 }
 
-impl IdentifierPolicy {
-    /// Why a DNS name may not be ordered, if it may not.
-    pub fn check_dns(&self, name: &str) -> Result<(), String> {
-        if normalize_dns_name(name).is_none() {
-            return Err(format!("{name:?} is not a valid DNS name"));
-        }
-        if name.starts_with("*.") && !self.allow_wildcards {
-            return Err("wildcard names are not allowed by this CA".into());
-        }
-        if !self.allowed_domains.is_empty()
-            && !self.allowed_domains.iter().any(|p| domain_matches(p, name))
-        {
-            return Err(format!("{name} is not in a domain this CA issues for"));
-        }
-        Ok(())
-    }
-
-    /// Why an IP address may not be ordered, if it may not.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
-        if self.allowed_ip_ranges.iter().any(|r| ip_in_range(r, ip)) {
-            Ok(())
-        } else {
-            Err(format!("{ip} is not in an IP range this CA issues for"))
-        }
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Authority::Server => "this CA's policy",
+            Authority::Account => "this account's binding",
+            Authority::Role => "this role",
+        })
     }
 }
 
-/// What an EAB key grants the account bound to it (stored as JSON with the key).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EabBinding {
-    /// Names the account may order (exact or `.suffix`). Empty: the server-wide policy alone.
-    pub names: Vec<String>,
-    /// URI SAN patterns the account's CSRs may carry (`spiffe://cluster.local/ns/team-a/*`).
-    /// URI SANs are refused without a matching pattern.
-    pub uris: Vec<String>,
-    /// Authorizations are created valid: no challenge, no solver.
-    pub preauthorized: bool,
-    /// Profiles the account may use. Empty: all offered profiles.
-    pub profiles: Vec<String>,
+/// Why policy refused a request. Messages are shown to clients; values are shortened so an
+/// oversized request is not echoed back whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A name of invalid syntax.
+    #[error("{value:?} is not a valid {kind}")]
+    Invalid {
+        /// What it was meant to be.
+        kind: NameKind,
+        /// The value, shortened.
+        value: String,
+    },
+    /// A valid name the rules do not grant.
+    #[error("{kind} {value} is not allowed by {by}")]
+    NotAllowed {
+        /// What it is.
+        kind: NameKind,
+        /// The value, shortened.
+        value: String,
+        /// Whose rule refused it.
+        by: Authority,
+    },
+    /// A kind of name the rules never grant here (IP SANs on a role without `allow_ip_sans`,
+    /// URI SANs without a pattern, otherName…).
+    #[error("{kind}s are not allowed by {by}, but {value} was requested")]
+    KindNotAllowed {
+        /// What it is.
+        kind: NameKind,
+        /// The first such value, shortened.
+        value: String,
+        /// Whose rule refused it.
+        by: Authority,
+    },
+    /// An ACME identifier type we do not issue for.
+    #[error("identifier type {0:?} is not supported")]
+    UnsupportedIdentifier(String),
+    /// Nothing to certify.
+    #[error("{0}")]
+    NoNames(&'static str),
+    /// The role requires a common name and none was given.
+    #[error(
+        "the common_name field is required, or must be provided in a CSR with \"use_csr_common_name\" set to true, unless \"require_cn\" is set to false"
+    )]
+    CommonNameRequired,
+    /// The key's type is not the role's.
+    #[error("role requires keys of type {required}")]
+    KeyType {
+        /// `rsa`, `ec` or `ed25519`.
+        required: String,
+    },
+    /// The key is smaller than the role's minimum.
+    #[error("role requires a minimum of a {min}-bit key, but {bits} was provided")]
+    KeyTooSmall {
+        /// Required bits.
+        min: i64,
+        /// Given bits.
+        bits: i64,
+    },
+    /// The CSR reuses the ACME account key.
+    #[error("the CSR must not use the account key")]
+    AccountKey,
+    /// The CSR's names are not the order's.
+    #[error("the CSR names must equal the order's identifiers (not ordered: {extra:?}; missing: {missing:?})")]
+    NamesDiffer {
+        /// Requested but not ordered.
+        extra: Vec<String>,
+        /// Ordered but not requested.
+        missing: Vec<String>,
+    },
+    /// A workload asked for a SPIFFE ID that is not its own.
+    #[error("the requested SPIFFE ID {requested} is not the caller's own ({expected})")]
+    NotOwnIdentity {
+        /// What was asked for, shortened.
+        requested: String,
+        /// The caller's own ID.
+        expected: String,
+    },
+    /// The role issues identities, and the caller did not log in as a workload.
+    #[error("only a workload logged in with its own service-account token has an identity")]
+    NoWorkloadIdentity,
+    /// A profile the caller may not use, or a request the profile cannot express.
+    #[error("{0}")]
+    Profile(String),
+    /// A request field of the wrong form.
+    #[error("{0}")]
+    Malformed(String),
 }
 
-impl EabBinding {
-    /// Whether the binding allows ordering `name` (checked in addition to the server policy).
-    pub fn allows_name(&self, name: &str) -> bool {
-        self.names.is_empty() || self.names.iter().any(|p| domain_matches(p, name))
-    }
-
-    /// Whether a CSR may carry the URI SAN `uri`.
-    pub fn allows_uri(&self, uri: &str) -> bool {
-        self.uris.iter().any(|p| glob_matches(p, uri))
-    }
-
-    /// Whether the account may use `profile`.
-    pub fn allows_profile(&self, profile: &str) -> bool {
-        self.profiles.is_empty() || self.profiles.iter().any(|p| p == profile)
+impl Rejection {
+    /// True for refusals about *who* is asking (a request for someone else's identity), which
+    /// Vault answers with 403 rather than 400.
+    pub fn is_identity(&self) -> bool {
+        matches!(
+            self,
+            Rejection::NotOwnIdentity { .. } | Rejection::NoWorkloadIdentity
+        )
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domains() {
-        assert!(domain_matches(
-            ".svc.cluster.local",
-            "web.default.svc.cluster.local"
-        ));
-        assert!(domain_matches(
-            ".svc.cluster.local",
-            "*.default.svc.cluster.local"
-        ));
-        assert!(!domain_matches(".svc.cluster.local", "svc.cluster.local"));
-        assert!(!domain_matches(".example.com", "evil-example.com"));
-        assert!(domain_matches("api.example.com", "API.example.com"));
-        assert!(!domain_matches("api.example.com", "x.api.example.com"));
+/// A value for a message: at most 80 characters, control characters replaced.
+pub(crate) fn shorten(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().count() > 80 {
+        out.push('…');
     }
+    out
+}
 
-    #[test]
-    fn ip_ranges() {
-        assert!(ip_in_range("10.0.0.0/8", "10.1.2.3".parse().expect("ip")));
-        assert!(!ip_in_range("10.0.0.0/8", "11.0.0.1".parse().expect("ip")));
-        assert!(ip_in_range("::/0", "::1".parse().expect("ip")));
-        assert!(!ip_in_range("0.0.0.0/0", "::1".parse().expect("ip")));
-        assert!(ip_in_range("127.0.0.1", "127.0.0.1".parse().expect("ip")));
+pub(crate) fn invalid(kind: NameKind, value: &str) -> Rejection {
+    Rejection::Invalid {
+        kind,
+        value: shorten(value),
     }
+}
 
-    #[test]
-    fn globs() {
-        assert!(glob_matches(
-            "spiffe://cluster.local/ns/team-a/*",
-            "spiffe://cluster.local/ns/team-a/sa/web"
-        ));
-        assert!(!glob_matches(
-            "spiffe://cluster.local/ns/team-a/*",
-            "spiffe://cluster.local/ns/team-b/sa/web"
-        ));
-        assert!(glob_matches(
-            "spiffe://td/ns/*/sa/default",
-            "spiffe://td/ns/x/sa/default"
-        ));
-        assert!(!glob_matches(
-            "spiffe://td/ns/*/sa/default",
-            "spiffe://td/ns/x/sa/admin"
-        ));
-        assert!(glob_matches("exact", "exact"));
-    }
-
-    #[test]
-    fn policy_checks() {
-        let p = IdentifierPolicy {
-            allowed_domains: vec![".example.test".into()],
-            allowed_ip_ranges: vec!["127.0.0.0/8".into()],
-            allow_wildcards: false,
-        };
-        assert!(p.check_dns("a.example.test").is_ok());
-        assert!(p.check_dns("a.other.test").is_err());
-        assert!(p.check_dns("*.example.test").is_err());
-        assert!(p.check_ip("127.0.0.2".parse().expect("ip")).is_ok());
-        assert!(p.check_ip("10.0.0.1".parse().expect("ip")).is_err());
+pub(crate) fn not_allowed(kind: NameKind, value: &str, by: Authority) -> Rejection {
+    Rejection::NotAllowed {
+        kind,
+        value: shorten(value),
+        by,
     }
 }

@@ -1,0 +1,2 @@
+//! Who is calling, and may they (the Vault surface's deny-by-default layer).
+pub mod acl;
