@@ -15,6 +15,7 @@ pub mod names;
 pub mod observe;
 pub mod policy;
 pub mod report;
+pub mod seal;
 pub mod server;
 pub mod spiffe;
 pub mod ttl_cache;

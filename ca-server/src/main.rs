@@ -68,6 +68,16 @@ enum Command {
     /// Expiry reports over the ledger, and observed certificates.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Vault API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a new root token (no TTL) and print it once. For recovery, or after the initial one
+    /// was revoked; revoke it again (`vault token revoke -self`) when done.
+    Root,
 }
 
 #[derive(Subcommand)]
@@ -323,12 +333,27 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             }
             serve(config).await
         }
-        Command::Init(args) => init(&config, args),
+        Command::Init(args) => init(&config, args).await,
         Command::Cert(CertCommand::Sign(args)) => sign(&config, args).await,
         Command::Acme(AcmeCommand::Eab(cmd)) => eab(&config, cmd).await,
         Command::Cert(CertCommand::Revoke(args)) => revoke(&config, args).await,
         Command::Ledger(cmd) => ledger(&config, cmd).await,
+        Command::Token(TokenCommand::Root) => root_token(&config).await,
     }
+}
+
+async fn root_token(config: &Config) -> Result<()> {
+    let runtime = Runtime::open(config).await?;
+    let auth = ca_server::auth::Auth::new(std::sync::Arc::clone(&runtime.store), runtime.seal()?);
+    let minted = auth.mint_root().await;
+    runtime.close().await;
+    let (token, caller) = minted.map_err(|e| anyhow::anyhow!("minting a root token: {e}"))?;
+    eprintln!(
+        "minted a root token (accessor {}); it is shown once",
+        caller.accessor
+    );
+    println!("{token}");
+    Ok(())
 }
 
 async fn revoke(config: &Config, args: RevokeArgs) -> Result<()> {
@@ -529,6 +554,14 @@ async fn eab(config: &Config, cmd: EabCommand) -> Result<()> {
                     ca_server::acme::jws::b64url(&id)
                 }
             };
+            let seal = ca_server::seal::Seal::load(&config.data_dir)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} is missing: EAB keys are stored sealed with it (run this where the CA's \
+                     data directory is, or pass --data-dir)",
+                    ca_server::seal::key_path(&config.data_dir).display()
+                )
+            })?;
+            seal.check_against(store.as_ref(), &config.data_dir).await?;
             let binding = ca_server::policy::EabBinding {
                 names: args.names,
                 uris: args.uris,
@@ -538,7 +571,7 @@ async fn eab(config: &Config, cmd: EabCommand) -> Result<()> {
             store
                 .insert_eab_key(&EabKeyRow {
                     kid: kid.clone(),
-                    hmac_key: key.to_vec(),
+                    hmac_key: seal.seal_bytes(&ca_server::acme::eab_purpose(&kid), &key),
                     policy: serde_json::to_string(&binding)?,
                     account_id: None,
                     created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -571,9 +604,31 @@ async fn eab(config: &Config, cmd: EabCommand) -> Result<()> {
     Ok(())
 }
 
-fn init(config: &Config, args: InitArgs) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+async fn init(config: &Config, args: InitArgs) -> Result<()> {
+    if !matches!(
+        hierarchy::CaFiles::new(&config.data_dir).state(),
+        hierarchy::CaState::Empty
+    ) {
+        bail!(
+            "{} already holds CA material; refusing to replace it",
+            config.data_dir.join("ca").display()
+        );
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    }
+    // The database must not belong to another CA already.
+    let store = ca_store::open(&config.database_url()).await?;
+    let in_use = !store.issuers().await?.is_empty() || !store.issued_issuer_ids().await?.is_empty();
+    store.close().await;
+    if in_use {
+        bail!("the database already belongs to a CA; point --database-url at a new one");
+    }
     match (args.import_cert, args.import_key) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf| {
@@ -606,6 +661,17 @@ fn init(config: &Config, args: InitArgs) -> Result<()> {
             );
         }
     }
+    ca_server::seal::Seal::create(&config.data_dir)?;
+    // Registers the CA with the database and makes the one root token.
+    let runtime = Runtime::open(config).await?;
+    let auth = ca_server::auth::Auth::new(std::sync::Arc::clone(&runtime.store), runtime.seal()?);
+    let created = ca_server::server::create_root_token_once(config, &auth).await;
+    runtime.close().await;
+    created?;
+    println!(
+        "the Vault API root token is in {}",
+        config.data_dir.join("root-token").display()
+    );
     Ok(())
 }
 

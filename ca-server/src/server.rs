@@ -3,14 +3,18 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
 use ca_store::writer::LedgerWriter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{self, AppState, listener, tls};
+use crate::issuer::hierarchy::CaState;
 use crate::issuer::{CertificateAuthority, Issuance, hierarchy};
+use crate::seal::Seal;
 
 /// Everything opened at start-up, shared by `serve` and the one-shot CLI commands.
 pub struct Runtime {
@@ -18,32 +22,57 @@ pub struct Runtime {
     pub issuance: Issuance,
     /// The ledger and protocol state.
     pub store: Arc<dyn ca_store::Store>,
+    /// The key sealing secrets at rest; None only for CLI commands on a data directory made
+    /// before sealing existed (`serve` creates it then).
+    pub seal: Option<Arc<Seal>>,
     writer: LedgerWriter,
 }
 
 impl Runtime {
-    /// Creates the CA on an empty data directory, opens the ledger, loads the CA.
+    /// Opens an existing deployment: the CA files must be complete and belong to the database.
+    /// Never creates CA material.
     pub async fn open(config: &Config) -> Result<Self> {
-        let files = hierarchy::CaFiles::new(&config.data_dir);
-        if !files.exists() {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating {}", config.data_dir.display()))?;
-            hierarchy::generate(&config.data_dir, &hierarchy::GenerateOptions::default())?;
-            tracing::info!(data_dir = %config.data_dir.display(), "created a new root and issuing CA");
+        let data_dir = &config.data_dir;
+        match hierarchy::CaFiles::new(data_dir).state() {
+            CaState::Complete => {}
+            CaState::Empty => bail!(
+                "no CA in {}: run `ca-server init` (or `ca-server serve` on a new deployment), or \
+                 pass the --data-dir that holds it",
+                data_dir.join("ca").display()
+            ),
+            CaState::Partial(missing) => bail!(missing_files(&missing)),
         }
-        let url = config.database_url();
-        let store = ca_store::open(&url)
-            .await
-            .with_context(|| format!("opening the ledger at {url}"))?;
+        warn_if_exposed(config);
+        let store = open_store(config).await?;
+        let ca = CertificateAuthority::load(data_dir, config.issuer_settings())
+            .context("loading the CA")?;
+        check_issuer(store.as_ref(), &ca).await?;
+        let seal = match Seal::load(data_dir)? {
+            Some(seal) => {
+                seal.check_against(store.as_ref(), data_dir).await?;
+                Some(Arc::new(seal))
+            }
+            None => None,
+        };
         let ledger: Arc<dyn ca_store::Ledger> = store.clone();
         let writer = LedgerWriter::spawn(ledger);
-        let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings())
-            .context("loading the CA")?;
         tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?store.backend(), "CA loaded");
         Ok(Self {
             issuance: Issuance::new(Arc::new(ca), writer.clone(), crate::metrics::Metrics::new()),
             store,
+            seal,
             writer,
+        })
+    }
+
+    /// The seal key, required by commands that store or read secrets.
+    pub fn seal(&self) -> Result<Arc<Seal>> {
+        self.seal.clone().ok_or_else(|| {
+            anyhow!(
+                "{} is missing: restore it beside the CA keys (or start `ca-server serve` once on \
+                 this data directory, which creates it for a database that has none)",
+                crate::seal::key_path(Path::new("<data-dir>")).display()
+            )
         })
     }
 
@@ -54,9 +83,190 @@ impl Runtime {
     }
 }
 
+fn missing_files(missing: &[PathBuf]) -> String {
+    let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "the CA material is incomplete: {} missing. Refusing to start rather than create a new CA \
+         over it: restore the file(s) (e.g. the item missing from the mounted Secret)",
+        names.join(" and ")
+    )
+}
+
+/// Opens the ledger; for SQLite, the file is created 0600.
+async fn open_store(config: &Config) -> Result<Arc<dyn ca_store::Store>> {
+    let url = config.database_url();
+    ca_store::open(&url)
+        .await
+        .with_context(|| format!("opening the ledger at {url}"))
+}
+
+/// The CA must be one this database knows: a registered issuer, or, for a ledger from before
+/// registration, the issuer of every certificate in it.
+async fn check_issuer(store: &dyn ca_store::Store, ca: &CertificateAuthority) -> Result<()> {
+    let registered = store.issuers().await?;
+    if registered.iter().any(|(id, _)| id == ca.issuer_id()) {
+        return Ok(());
+    }
+    if !registered.is_empty() {
+        let known: Vec<String> = registered
+            .iter()
+            .map(|(id, subject)| format!("{subject} ({id})"))
+            .collect();
+        bail!(
+            "this database belongs to the issuing CA {}, not to the CA in the data directory, \
+             {} ({}): start with that CA's files, or point --database-url at this CA's own ledger",
+            known.join(", "),
+            ca.subject(),
+            ca.issuer_id()
+        );
+    }
+    let foreign: Vec<String> = store
+        .issued_issuer_ids()
+        .await?
+        .into_iter()
+        .filter(|id| id != ca.issuer_id())
+        .collect();
+    if !foreign.is_empty() {
+        bail!(
+            "this database holds certificates issued by another CA ({}), not by {} ({})",
+            foreign.join(", "),
+            ca.subject(),
+            ca.issuer_id()
+        );
+    }
+    store
+        .register_issuer(
+            ca.issuer_id(),
+            ca.subject(),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// True when the database has no issuer and no issued certificate: a new deployment.
+async fn database_is_new(store: &dyn ca_store::Store) -> Result<bool> {
+    Ok(store.issuers().await?.is_empty() && store.issued_issuer_ids().await?.is_empty())
+}
+
+/// Creates the data directory (0700) for a new deployment; an existing one is left as it is.
+fn create_data_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Warns about secrets readable beyond the server's user (the server still starts: the
+/// operator may have reasons, and must see them).
+fn warn_if_exposed(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = hierarchy::CaFiles::new(&config.data_dir);
+    let mut paths: Vec<(PathBuf, u32)> = vec![
+        (config.data_dir.clone(), 0o077),
+        (files.dir().to_path_buf(), 0o077),
+        (files.issuing_key(), 0o077),
+        (files.root_key(), 0o077),
+        (crate::seal::key_path(&config.data_dir), 0o077),
+        (config.data_dir.join("root-token"), 0o077),
+    ];
+    if let Some(db) = ca_store::sqlite::file_path(&config.database_url())
+        .filter(|_| config.database_url().backend().ok() == Some(ca_store::Backend::Sqlite))
+    {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            paths.push((PathBuf::from(name), 0o077));
+        }
+    }
+    for (path, forbidden) in paths {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & forbidden != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "readable or writable by other users: it holds keys or secrets; chmod go-rwx"
+                );
+            }
+        }
+    }
+}
+
+/// Sets up a new deployment: when the data directory holds no CA material and the database no
+/// issuer and no certificate, creates the root and issuing CA and the seal key. Anything else —
+/// part of a CA, or a database that belongs to a CA — is left for [`Runtime::open`] to accept or
+/// refuse. Returns whether it created the CA.
+pub async fn initialize_if_new(config: &Config) -> Result<bool> {
+    create_data_dir(&config.data_dir)?;
+    let files = hierarchy::CaFiles::new(&config.data_dir);
+    match files.state() {
+        CaState::Complete => return Ok(false),
+        CaState::Partial(missing) => bail!(missing_files(&missing)),
+        CaState::Empty => {}
+    }
+    let store = open_store(config).await?;
+    let new = database_is_new(store.as_ref()).await;
+    store.close().await;
+    if !new? {
+        bail!(
+            "the data directory {} has no CA, but the database already belongs to one: copy that \
+             CA's files (ca/issuing.crt, ca/issuing.key, ca/chain.pem, ca/seal.key) into it \
+             instead of creating a new CA",
+            config.data_dir.display()
+        );
+    }
+    hierarchy::generate(&config.data_dir, &hierarchy::GenerateOptions::default())?;
+    Seal::create(&config.data_dir)?;
+    tracing::info!(data_dir = %config.data_dir.display(), "created a new root and issuing CA");
+    Ok(true)
+}
+
+/// The first time the Vault API starts on a database, mints the root token and writes it to
+/// `<data-dir>/root-token` (0600); only its hash is stored. The database remembers that it was
+/// made, so other replicas and later starts never make another (`ca-server token root` does, on
+/// purpose).
+pub async fn create_root_token_once(config: &Config, auth: &crate::auth::Auth) -> Result<()> {
+    let path = config.data_dir.join("root-token");
+    let mut marker = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut marker)
+        .map_err(|_| anyhow!("no randomness"))?;
+    let claimed = auth.store.setting_or_insert("vault_root_token", &marker).await?;
+    if claimed != marker {
+        return Ok(());
+    }
+    if path.exists() {
+        // A deployment from before the database kept count: its token file stands.
+        return Ok(());
+    }
+    let (token, _) = auth
+        .mint_root()
+        .await
+        .map_err(|e| anyhow!("creating the root token: {e}"))?;
+    crate::issuer::keys::write_secret(&path, format!("{token}\n").as_bytes())?;
+    tracing::info!(path = %path.display(), "wrote the initial Vault root token (revoke it once set-up is done)");
+    Ok(())
+}
+
 /// Runs the server until SIGTERM / Ctrl-C.
 pub async fn serve(config: Config) -> Result<()> {
-    let runtime = Runtime::open(&config).await?;
+    initialize_if_new(&config).await?;
+    let mut runtime = Runtime::open(&config).await?;
+    if runtime.seal.is_none() {
+        // A data directory from before sealing: the database has recorded no seal key (else
+        // `open` would have refused), so nothing is sealed yet.
+        let seal = Seal::create(&config.data_dir)?;
+        seal.check_against(runtime.store.as_ref(), &config.data_dir)
+            .await?;
+        tracing::info!(path = %crate::seal::key_path(&config.data_dir).display(), "created the seal key for secrets at rest");
+        runtime.seal = Some(Arc::new(seal));
+    }
+    let seal = runtime.seal()?;
     let (resolver, validity) = tls::initial(&config.tls, &runtime.issuance).await?;
     let renewal = validity.map(|validity| {
         tokio::spawn(tls::renew_forever(
@@ -75,6 +285,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 Arc::clone(&runtime.store),
                 runtime.issuance.clone(),
                 crl.clone(),
+                Arc::clone(&seal),
             )
             .await?,
         )
@@ -82,14 +293,14 @@ pub async fn serve(config: Config) -> Result<()> {
         None
     };
     let vault = if config.vault.enabled {
-        let state = crate::vault::VaultState::new(
+        let auth = crate::auth::Auth::new(Arc::clone(&runtime.store), Arc::clone(&seal));
+        create_root_token_once(&config, &auth).await?;
+        Some(crate::vault::VaultState::new(
             config.vault.clone(),
-            Arc::clone(&runtime.store),
+            auth,
             runtime.issuance.clone(),
             crl.clone(),
-        );
-        ensure_root_token(&config, &state).await?;
-        Some(state)
+        )?)
     } else {
         None
     };
@@ -105,14 +316,15 @@ pub async fn serve(config: Config) -> Result<()> {
             config.retention.clone(),
         )));
     }
-    let router = http::app(AppState {
+    let state = AppState {
         issuance: runtime.issuance.clone(),
         store: Arc::clone(&runtime.store),
         acme,
         vault,
         crl,
         metrics: config.metrics.clone(),
-    });
+    };
+    let router = http::app(state.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -132,10 +344,11 @@ pub async fn serve(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(address = %plain.local_addr()?, scheme = "http", "listening");
+        // Plain HTTP serves only public material: tokens and private keys never cross it.
         servers.spawn(listener::serve(
             plain,
             None,
-            router,
+            http::public_app(state),
             stop_rx,
             config.shutdown_grace,
         ));
@@ -177,22 +390,6 @@ async fn retention_forever(
             }
         }
     }
-}
-
-/// On first start, mints a root token for the Vault API and writes it to `<data-dir>/root-token`
-/// (mode 0600). Only its hash is stored in the database.
-async fn ensure_root_token(config: &Config, state: &crate::vault::VaultState) -> Result<()> {
-    let path = config.data_dir.join("root-token");
-    if path.exists() {
-        return Ok(());
-    }
-    let (token, _) =
-        crate::vault::auth::mint(state, vec!["root".into()], "root", Default::default(), None)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the root token: {:?}", e.errors))?;
-    crate::issuer::keys::write_secret(&path, format!("{token}\n").as_bytes())?;
-    tracing::info!(path = %path.display(), "wrote the initial Vault root token");
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -67,6 +67,13 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             map.remove(key);
         }
     }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
 }
 
 #[cfg(test)]

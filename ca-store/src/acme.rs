@@ -123,6 +123,8 @@ pub trait AcmeStore: Send + Sync + 'static {
     async fn eab_key(&self, kid: &str) -> Result<Option<EabKeyRow>, Error>;
     /// All EAB keys (secrets included; callers must not print them).
     async fn eab_keys(&self) -> Result<Vec<EabKeyRow>, Error>;
+    /// Replaces a key's stored MAC key (sealing one stored in clear).
+    async fn set_eab_hmac_key(&self, kid: &str, hmac_key: &[u8]) -> Result<(), Error>;
     /// Binds an unbound, unrevoked key to an account; false if it was already bound or revoked.
     async fn bind_eab_key(&self, kid: &str, account_id: &str) -> Result<bool, Error>;
 
@@ -394,6 +396,13 @@ macro_rules! impl_acme_store {
                     .build_query_as()
                     .fetch_all(&mut *self.read_conn().await?)
                     .await?)
+            }
+
+            async fn set_eab_hmac_key(&self, kid: &str, hmac_key: &[u8]) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE acme_eab_keys SET hmac_key = ");
+                qb.push_bind(hmac_key.to_vec()).push(" WHERE kid = ").push_bind(kid.to_owned());
+                qb.build().execute(&mut *self.write_conn().await?).await?;
+                Ok(())
             }
 
             async fn bind_eab_key(

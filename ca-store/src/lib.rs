@@ -159,6 +159,17 @@ pub trait Ledger: Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), Error>;
 
+    /// The issuing CAs registered for this ledger: `(issuer_id, subject)`, oldest first.
+    async fn issuers(&self) -> Result<Vec<(String, String)>, Error>;
+
+    /// Registers an issuing CA (idempotent).
+    async fn register_issuer(&self, issuer_id: &str, subject: &str, at: i64)
+    -> Result<(), Error>;
+
+    /// Distinct issuer ids of certificates this CA issued (not observed ones): a ledger with
+    /// certificates but no registered issuer predates registration.
+    async fn issued_issuer_ids(&self) -> Result<Vec<String>, Error>;
+
     /// Closes connections; pending work is finished first.
     async fn close(&self);
 }

@@ -37,9 +37,13 @@ pub struct SqliteLedger {
 }
 
 impl SqliteLedger {
-    /// Opens (creating if needed) the database file and applies migrations.
+    /// Opens (creating if needed) the database file and applies migrations. A new file is
+    /// created readable by its owner only (0600); SQLite gives its `-wal` and `-shm` files the
+    /// same mode.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, Error> {
-        let options = SqliteConnectOptions::from_str(url.expose())?
+        let options = SqliteConnectOptions::from_str(url.expose())?;
+        create_private(options.get_filename())?;
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -70,6 +74,32 @@ impl SqliteLedger {
             readers: Connections::new(readers),
         })
     }
+}
+
+/// Creates the database file with mode 0600 if it does not exist (the process umask would
+/// otherwise decide, typically 0644, and the file holds secrets).
+fn create_private(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Database(sqlx::Error::Io(e))),
+    }
+}
+
+/// The database file an `sqlite://` URL names (for permission checks).
+pub fn file_path(url: &DatabaseUrl) -> Option<std::path::PathBuf> {
+    SqliteConnectOptions::from_str(url.expose())
+        .ok()
+        .map(|o| o.get_filename().to_path_buf())
 }
 
 impl SqliteLedger {

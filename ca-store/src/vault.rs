@@ -23,6 +23,8 @@ pub struct TokenRow {
     pub created_at: i64,
     /// Unix seconds; None never expires (the root token).
     pub expires_at: Option<i64>,
+    /// The parent token's accessor; None for orphans.
+    pub parent_accessor: Option<String>,
 }
 
 /// Vault state operations, implemented by both backends.
@@ -32,6 +34,10 @@ pub trait VaultStore: Send + Sync + 'static {
     async fn insert_token(&self, token: &TokenRow) -> Result<(), Error>;
     /// Looks a token up by hash (expired tokens included; callers check `expires_at`).
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, Error>;
+    /// Looks a token up by accessor.
+    async fn token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>, Error>;
+    /// Deletes the token with this accessor and all its descendants; returns how many.
+    async fn revoke_token_tree(&self, accessor: &str) -> Result<u64, Error>;
     /// Deletes tokens that expired before `now`.
     async fn purge_tokens(&self, now: i64) -> Result<u64, Error>;
     /// Creates or replaces a document.
@@ -52,7 +58,7 @@ pub trait VaultStore: Send + Sync + 'static {
 }
 
 pub(crate) const TOKEN_COLUMNS: &str =
-    "accessor, token_hash, policies, display_name, meta, created_at, expires_at";
+    "accessor, token_hash, policies, display_name, meta, created_at, expires_at, parent_accessor";
 
 /// Implements [`VaultStore`] for a backend with `write_conn()` and `read_conn()`.
 macro_rules! impl_vault_store {
@@ -64,7 +70,7 @@ macro_rules! impl_vault_store {
                 qb.push_values([t], |mut b, t| {
                     b.push_bind(t.accessor.clone()).push_bind(t.token_hash.clone()).push_bind(t.policies.clone())
                         .push_bind(t.display_name.clone()).push_bind(t.meta.clone()).push_bind(t.created_at)
-                        .push_bind(t.expires_at);
+                        .push_bind(t.expires_at).push_bind(t.parent_accessor.clone());
                 });
                 qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
@@ -74,6 +80,23 @@ macro_rules! impl_vault_store {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM vault_tokens WHERE token_hash = ", $crate::vault::TOKEN_COLUMNS));
                 qb.push_bind(hash.to_owned());
                 Ok(qb.build_query_as().fetch_optional(&mut *self.read_conn().await?).await?)
+            }
+
+            async fn token_by_accessor(&self, accessor: &str) -> Result<Option<$crate::vault::TokenRow>, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {} FROM vault_tokens WHERE accessor = ", $crate::vault::TOKEN_COLUMNS));
+                qb.push_bind(accessor.to_owned());
+                Ok(qb.build_query_as().fetch_optional(&mut *self.read_conn().await?).await?)
+            }
+
+            async fn revoke_token_tree(&self, accessor: &str) -> Result<u64, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "WITH RECURSIVE tree(accessor) AS (SELECT accessor FROM vault_tokens WHERE accessor = ",
+                );
+                qb.push_bind(accessor.to_owned()).push(
+                    " UNION SELECT t.accessor FROM vault_tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM vault_tokens WHERE accessor IN (SELECT accessor FROM tree)",
+                );
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected())
             }
 
             async fn purge_tokens(&self, now: i64) -> Result<u64, $crate::Error> {

@@ -357,9 +357,14 @@ async fn verify_eab(
     if key.revoked_at.is_some() {
         return Err(unknown());
     }
+    let mac_key = state
+        .inner
+        .seal
+        .open_bytes(&super::eab_purpose(&kid), &key.hmac_key)
+        .map_err(|e| AcmeError::internal("opening the EAB key", e))?;
     jws::verify_mac(
         &inner.header.alg,
-        &key.hmac_key,
+        &mac_key,
         &inner.signing_input,
         &inner.signature,
     )?;
@@ -803,17 +808,16 @@ pub(super) async fn finalize(
         authzs,
         stored_status,
     } = load_order(&state, &auth, &id).await?;
-    match order.status.as_str() {
-        "ready" => {}
-        "processing" | "valid" => {
-            return order_response(&auth.base, &order, &authzs, StatusCode::OK);
-        }
-        other => {
-            return Err(AcmeError::new(
-                ProblemType::OrderNotReady,
-                format!("the order is {other}, not ready"),
-            ));
-        }
+    // RFC 8555 §7.4: only a ready order may be finalized; a finalized (or finalizing) one
+    // answers orderNotReady, so a second CSR never receives the first one's certificate.
+    let not_ready = |status: &str| {
+        AcmeError::new(
+            ProblemType::OrderNotReady,
+            format!("the order is {status}, not ready"),
+        )
+    };
+    if order.status != "ready" {
+        return Err(not_ready(&order.status));
     }
     let payload: Finalize = auth.json()?;
     let binding = binding_of(&state, &account).await?;
@@ -825,7 +829,7 @@ pub(super) async fn finalize(
         .and_then(|csr| certificate_request(&account, &order, &binding, csr))
         .inspect_err(|_| state.inner.issuance.refused(Protocol::Acme, &order.profile))?;
 
-    // Claim the order; a concurrent finalize loses and reports the order as it is.
+    // Claim the order; a concurrent finalize loses and is told the order is no longer ready.
     order.status = "processing".into();
     if !state
         .inner
@@ -834,7 +838,7 @@ pub(super) async fn finalize(
         .await?
     {
         let loaded = load_order(&state, &auth, &id).await?;
-        return order_response(&auth.base, &loaded.order, &loaded.authzs, StatusCode::OK);
+        return Err(not_ready(&loaded.order.status));
     }
     let mut requester = Requester::new(Protocol::Acme, account_url(&auth.base, &account.id));
     requester.detail.insert("order".into(), order.id.clone());

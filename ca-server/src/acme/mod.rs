@@ -102,6 +102,8 @@ struct Inner {
     nonces: nonce::Nonces,
     validator: Validator,
     crl: crate::http::crl::CrlCache,
+    /// Opens EAB MAC keys.
+    seal: Arc<crate::seal::Seal>,
     /// Accounts read by `kid` on every request, trusted for 2 s (see [`crate::ttl_cache`]):
     /// a deactivation or key change on another replica applies here within that time.
     accounts: crate::ttl_cache::TtlCache<String, ca_store::acme::AccountRow>,
@@ -156,8 +158,10 @@ impl AcmeState {
         store: Arc<dyn ca_store::Store>,
         issuance: Issuance,
         crl: crate::http::crl::CrlCache,
+        seal: Arc<crate::seal::Seal>,
     ) -> anyhow::Result<Self> {
-        let nonces = nonce::Nonces::new(Arc::clone(&store)).await?;
+        let nonces = nonce::Nonces::new(Arc::clone(&store), &seal).await?;
+        seal_legacy_eab_keys(store.as_ref(), &seal).await?;
         let validator = Validator::new(config.validation.clone())?;
         let state = Self {
             inner: Arc::new(Inner {
@@ -167,6 +171,7 @@ impl AcmeState {
                 nonces,
                 validator,
                 crl,
+                seal,
                 accounts: crate::ttl_cache::TtlCache::new(Duration::from_secs(2), 10_000),
             }),
         };
@@ -316,6 +321,26 @@ impl AcmeState {
     }
 }
 
+/// The purpose an EAB MAC key is sealed for: bound to its kid.
+pub fn eab_purpose(kid: &str) -> String {
+    format!("eab:{kid}")
+}
+
+/// EAB keys stored in clear by an earlier version are sealed in place.
+async fn seal_legacy_eab_keys(
+    store: &dyn ca_store::Store,
+    seal: &crate::seal::Seal,
+) -> Result<(), ca_store::Error> {
+    for key in store.eab_keys().await? {
+        if !crate::seal::Seal::is_sealed_bytes(&key.hmac_key) {
+            let sealed = seal.seal_bytes(&eab_purpose(&key.kid), &key.hmac_key);
+            store.set_eab_hmac_key(&key.kid, &sealed).await?;
+            tracing::info!(kid = %key.kid, "sealed an EAB MAC key stored in clear");
+        }
+    }
+    Ok(())
+}
+
 /// Adds `Replay-Nonce`, `Cache-Control: no-store` and the directory `Link` to every response.
 async fn replay_nonce(State(state): State<AcmeState>, request: Request, next: Next) -> Response {
     let base = state.base_url(
@@ -337,30 +362,67 @@ async fn replay_nonce(State(state): State<AcmeState>, request: Request, next: Ne
     response
 }
 
-/// The ACME routes, mounted at the root router.
+/// The ACME routes, mounted at the root router. Every answer is a problem document or a resource,
+/// with a fresh `Replay-Nonce`: wrong methods get 405 and unknown paths under `/acme/` 404, both
+/// as problems (clients retry badNonce and parse problems on every response).
 pub fn router(state: AcmeState) -> Router {
+    use axum::routing::any;
     use handlers::*;
     Router::new()
-        .route("/acme/directory", get(directory))
-        .route("/acme/new-nonce", get(new_nonce_get).head(new_nonce_head))
-        .route("/acme/new-account", post(new_account))
-        .route("/acme/acct/{id}", post(account))
-        .route("/acme/acct/{id}/orders", post(account_orders))
-        .route("/acme/key-change", post(key_change))
-        .route("/acme/new-order", post(new_order))
-        .route("/acme/order/{id}", post(order))
-        .route("/acme/order/{id}/finalize", post(finalize))
-        .route("/acme/authz/{id}", post(authorization))
-        .route("/acme/chall/{authz}/{index}", post(challenge))
-        .route("/acme/cert/{serial}", post(certificate))
+        .route("/acme/directory", get(directory).fallback(method_not_allowed))
+        .route(
+            "/acme/new-nonce",
+            get(new_nonce_get)
+                .head(new_nonce_head)
+                .fallback(method_not_allowed),
+        )
+        .route("/acme/new-account", post(new_account).fallback(method_not_allowed))
+        .route("/acme/acct/{id}", post(account).fallback(method_not_allowed))
+        .route(
+            "/acme/acct/{id}/orders",
+            post(account_orders).fallback(method_not_allowed),
+        )
+        .route("/acme/key-change", post(key_change).fallback(method_not_allowed))
+        .route("/acme/new-order", post(new_order).fallback(method_not_allowed))
+        .route("/acme/order/{id}", post(order).fallback(method_not_allowed))
+        .route(
+            "/acme/order/{id}/finalize",
+            post(finalize).fallback(method_not_allowed),
+        )
+        .route("/acme/authz/{id}", post(authorization).fallback(method_not_allowed))
+        .route(
+            "/acme/chall/{authz}/{index}",
+            post(challenge).fallback(method_not_allowed),
+        )
+        .route("/acme/cert/{serial}", post(certificate).fallback(method_not_allowed))
         .route(
             "/acme/cert/{serial}/{alternate}",
-            post(alternate_certificate),
+            post(alternate_certificate).fallback(method_not_allowed),
         )
-        .route("/acme/revoke-cert", post(revoke_certificate))
-        .route("/acme/renewal-info/{id}", get(renewal_info))
+        .route(
+            "/acme/revoke-cert",
+            post(revoke_certificate).fallback(method_not_allowed),
+        )
+        .route(
+            "/acme/renewal-info/{id}",
+            get(renewal_info).fallback(method_not_allowed),
+        )
+        .route("/acme", any(unknown_resource))
+        .route("/acme/", any(unknown_resource))
+        .route("/acme/{*rest}", any(unknown_resource))
         .layer(middleware::from_fn_with_state(state.clone(), replay_nonce))
         .with_state(state)
+}
+
+/// 405 as a problem document.
+async fn method_not_allowed() -> problem::AcmeError {
+    problem::AcmeError::malformed("method not allowed for this ACME resource")
+        .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// 404 as a problem document for any other path under `/acme/`.
+async fn unknown_resource() -> problem::AcmeError {
+    problem::AcmeError::not_found("ACME resource")
 }
 
 /// A POSTed ACME request before authentication: headers, connection, path and a bounded body.

@@ -1,9 +1,9 @@
 //! Anti-replay nonces (RFC 8555 §6.5) that any replica sharing the database accepts.
 //!
 //! A nonce is `issued-at (8 bytes) || random (8) || HMAC-SHA256(key, first 16)`, base64url.
-//! Issuing one costs no database write; the HMAC key is shared through the database (the first
-//! replica to start creates it). Redeeming one inserts it into `acme_used_nonces` (a UNIQUE key), so
-//! a nonce works once, on any replica, until it expires.
+//! Issuing one costs no database write; the HMAC key is shared through the database, sealed
+//! ([`crate::seal`]; the first replica to start creates it). Redeeming one inserts it into
+//! `acme_used_nonces` (a UNIQUE key), so a nonce works once, on any replica, until it expires.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,12 +41,19 @@ fn now() -> u64 {
 
 impl Nonces {
     /// Loads (or creates) the shared HMAC key.
-    pub async fn new(store: Arc<dyn ca_store::Store>) -> Result<Self, ca_store::Error> {
+    pub async fn new(
+        store: Arc<dyn ca_store::Store>,
+        seal: &crate::seal::Seal,
+    ) -> anyhow::Result<Self> {
+        const PURPOSE: &str = "acme-nonce-key";
         let rng = SystemRandom::new();
         let mut fresh = [0u8; 32];
         rng.fill(&mut fresh)
             .unwrap_or_else(|_| panic!("the operating system's random number generator failed"));
-        let key = store.setting_or_insert("acme_nonce_key", &fresh).await?;
+        let stored = store
+            .setting_or_insert("acme_nonce_key_sealed", &seal.seal_bytes(PURPOSE, &fresh))
+            .await?;
+        let key = seal.open_bytes(PURPOSE, &stored)?;
         let acme_store: Arc<dyn ca_store::acme::AcmeStore> = store.clone();
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
@@ -105,7 +112,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = ca_store::DatabaseUrl::sqlite_file(&dir.path().join("l.db"));
         let store = ca_store::open(&url).await.expect("store");
-        (dir, Nonces::new(store).await.expect("nonces"))
+        std::fs::create_dir_all(dir.path().join("ca")).expect("mkdir");
+        let seal = crate::seal::Seal::create(dir.path()).expect("seal");
+        (dir, Nonces::new(store, &seal).await.expect("nonces"))
     }
 
     #[tokio::test]

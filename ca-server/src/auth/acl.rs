@@ -697,3 +697,134 @@ impl Acl {
 
 #[cfg(test)]
 mod tests;
+
+/// The `default` policy every token gets unless it asks not to (`no_default_policy`): what a
+/// token may do with itself. Writing a policy named `default` replaces it.
+pub const DEFAULT_POLICY: &str = r#"# Tokens may look themselves up, renew and revoke themselves, and ask what they may do.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+"#;
+
+/// A stored policy: its text exactly as written (what `policy read` returns).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPolicy {
+    policy: String,
+}
+
+const POLICY_KIND: &str = "policy";
+
+impl super::Auth {
+    /// The parsed policy `name`, from the cache when fresh. `default` falls back to
+    /// [`DEFAULT_POLICY`]; `root` is not a stored policy (see [`super::Auth::acl`]).
+    pub async fn policy(&self, name: &str) -> Result<Option<std::sync::Arc<Policy>>, super::Error> {
+        if let Some(p) = self.cache.policy(name) {
+            return Ok(Some(p));
+        }
+        let text = match self.policy_text(name).await? {
+            Some(text) => text,
+            None => return Ok(None),
+        };
+        match Policy::parse(&text) {
+            Ok(policy) => {
+                let policy = std::sync::Arc::new(policy);
+                self.cache.put_policy(name, &policy);
+                Ok(Some(policy))
+            }
+            Err(e) => {
+                // Stored policies parsed when written; this one cannot be trusted to mean what
+                // its author meant, so it grants nothing.
+                tracing::warn!(policy = name, error = %e, "stored policy does not parse; it grants nothing");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The text of policy `name` as written.
+    pub async fn policy_text(&self, name: &str) -> Result<Option<String>, super::Error> {
+        match self.store.object(POLICY_KIND, "", name).await? {
+            Some(body) => match serde_json::from_str::<StoredPolicy>(&body) {
+                Ok(stored) => Ok(Some(stored.policy)),
+                Err(_) => {
+                    // Written by a version whose parser was a text scanner (commented lines became
+                    // grants): refuse to guess what it meant.
+                    tracing::warn!(
+                        policy = name,
+                        "policy stored by an earlier version grants nothing until written again"
+                    );
+                    Ok(None)
+                }
+            },
+            None if name == "default" => Ok(Some(DEFAULT_POLICY.to_owned())),
+            None => Ok(None),
+        }
+    }
+
+    /// Parses and stores a policy; `root` cannot be written.
+    pub async fn put_policy(&self, name: &str, text: &str) -> Result<(), super::Error> {
+        check_policy_name(name)?;
+        if name == "root" {
+            return Err(super::Error::Invalid("cannot update the root policy".into()));
+        }
+        let policy = Policy::parse(text)
+            .map_err(|e| super::Error::Invalid(format!("failed to parse policy: {e}")))?;
+        let body = serde_json::to_string(&StoredPolicy {
+            policy: text.to_owned(),
+        })
+        .map_err(|e| super::Error::Internal(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.store.put_object(POLICY_KIND, "", name, &body, now).await?;
+        self.cache.put_policy(name, &std::sync::Arc::new(policy));
+        Ok(())
+    }
+
+    /// Deletes a policy; `root` and `default` cannot be deleted.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), super::Error> {
+        if name == "root" || name == "default" {
+            return Err(super::Error::Invalid(format!(
+                "cannot delete the {name} policy"
+            )));
+        }
+        self.store.delete_object(POLICY_KIND, "", name).await?;
+        self.cache.forget_policy(name);
+        Ok(())
+    }
+
+    /// Every policy name, `default` and `root` included.
+    pub async fn policy_names(&self) -> Result<Vec<String>, super::Error> {
+        let mut names = self.store.object_names(POLICY_KIND, "").await?;
+        for builtin in ["default", "root"] {
+            if !names.iter().any(|n| n == builtin) {
+                names.push(builtin.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Policy names: Vault's characters, bounded.
+fn check_policy_name(name: &str) -> Result<(), super::Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(super::Error::Invalid(format!(
+            "invalid policy name {:?}",
+            crate::policy::shorten(name)
+        )))
+    }
+}

@@ -1,7 +1,9 @@
 //! The HTTP edge: router assembly, health and readiness, trust-bundle downloads, TLS serving.
 //!
-//! Protocol surfaces (ACME, the Vault API, ledger reports) mount their routers here. Handlers turn
-//! internal errors into each protocol's own error form; internal details are logged, never echoed.
+//! Two routers: [`public_app`] holds only public material (health, readiness, trust bundle and
+//! chain, CRLs, metrics) and is all the plain-HTTP listener serves; [`app`] adds the protocol
+//! surfaces (ACME, the Vault API with the ledger reports) for HTTPS. Handlers turn internal errors
+//! into each protocol's own error form; internal details are logged, never echoed.
 
 pub mod crl;
 pub mod listener;
@@ -45,9 +47,9 @@ pub struct AppState {
     pub metrics: crate::metrics::MetricsConfig,
 }
 
-/// The complete router. Tests drive it with `tower::ServiceExt::oneshot`.
-pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
+/// Public material only: what the plain-HTTP listener serves. Every other path is 404 there.
+pub fn public_app(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(TRUST_BUNDLE_PATH, get(trust_bundle))
@@ -56,7 +58,12 @@ pub fn app(state: AppState) -> Router {
         .route("/crl.pem", get(crl_pem))
         .route("/crl/{shard}", get(crl_shard))
         .route("/metrics", get(metrics))
-        .with_state(state.clone());
+        .with_state(state)
+}
+
+/// The complete router, for HTTPS. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    let mut router = public_app(state.clone());
     if let Some(acme) = state.acme {
         router = router.merge(crate::acme::router(acme));
     }

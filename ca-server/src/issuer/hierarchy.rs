@@ -81,6 +81,35 @@ impl CaFiles {
         self.issuing_cert().exists() && self.issuing_key().exists()
     }
 
+    /// What the CA directory holds: nothing (a new deployment), a complete issuing CA, or part
+    /// of one (a Secret mounted without an item, a key moved away) — never to be "completed" by
+    /// making a new CA.
+    pub fn state(&self) -> CaState {
+        let required = [self.issuing_cert(), self.issuing_key()];
+        let present: Vec<bool> = required.iter().map(|p| p.exists()).collect();
+        let anything = present.iter().any(|p| *p)
+            || self.chain().exists()
+            || self.root_key().exists()
+            || crate::seal::key_path(self.dir.parent().unwrap_or(&self.dir)).exists();
+        match (present.iter().all(|p| *p), anything) {
+            (true, _) => CaState::Complete,
+            (false, false) => CaState::Empty,
+            (false, true) => CaState::Partial(
+                required
+                    .into_iter()
+                    .zip(present)
+                    .filter(|(_, p)| !p)
+                    .map(|(path, _)| path)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The CA directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn prepare(&self) -> Result<()> {
         ensure!(
             !self.exists(),
@@ -96,6 +125,17 @@ impl CaFiles {
         )?;
         Ok(())
     }
+}
+
+/// See [`CaFiles::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaState {
+    /// No CA material at all.
+    Empty,
+    /// An issuing certificate and its key.
+    Complete,
+    /// Some material, without these files.
+    Partial(Vec<PathBuf>),
 }
 
 /// Names for a generated hierarchy.

@@ -7,9 +7,8 @@
 //!   SANs, SPIFFE ID, requester, profile, namespace, origin and revocation;
 //! * **csv**, a header row and RFC 3339 times.
 //!
-//! Used by `ca-server ledger …` and by `GET /v1/ledger/certificates` (see [`http`]).
-
-pub mod http;
+//! Used by `ca-server ledger …` and by `GET /v1/ledger/certificates`
+//! ([`crate::vault::ledger`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -2,29 +2,33 @@
 //! methods that cert-manager's `vault` issuer, hvac and the vault CLI work by changing only the
 //! server address.
 //!
-//! Vault conventions handled here, once: bodies are JSON whatever the Content-Type (cert-manager
-//! sends none) or form-encoded; GET/DELETE query parameters are data; PUT = POST; LIST is the
-//! `LIST` verb or `GET ?list=true`, 404 when empty; the token comes in `X-Vault-Token` or
-//! `Authorization: Bearer`; responses use Vault's envelope and errors are `{"errors":[…]}`.
-//! Policy decisions live in [`auth`] (who may call what) and [`pki`] (role rules); signing goes
-//! through [`crate::issuer::Issuance`].
+//! This module only translates. A request is read once ([`request`]: one normalised path), looked
+//! up in the route table ([`routes`]: public or token), authorized by [`crate::auth`] before any
+//! token route's handler runs, and decided by [`crate::policy`] (PKI roles) before the issuer
+//! signs. Errors from every layer become Vault's `{"errors":[…]}` here, in one place
+//! ([`VaultError`]'s `From` impls).
 
-pub mod auth;
-pub mod cache;
+pub mod ledger;
+pub mod logins;
 pub mod pki;
-pub mod token_review;
+pub mod request;
+pub mod routes;
+pub mod sys;
+pub mod tokens;
 pub mod values;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+pub use request::{Call, Operation};
+
+use crate::auth::{AclOperation, Auth};
 use crate::issuer::Issuance;
 
 /// `[vault]` settings.
@@ -67,44 +71,41 @@ impl Default for VaultConfig {
 #[derive(Clone)]
 pub struct VaultState {
     pub(crate) config: Arc<VaultConfig>,
+    pub(crate) auth: Auth,
     pub(crate) store: Arc<dyn ca_store::Store>,
     pub(crate) issuance: Issuance,
     pub(crate) crl: crate::http::crl::CrlCache,
-    pub(crate) cache: Arc<cache::Cache>,
+    pub(crate) routes: Arc<routes::Table>,
 }
 
 impl VaultState {
-    /// A policy or PKI role body, from the cache when fresh (see [`cache`]).
-    pub(crate) async fn cached_object(
-        &self,
-        kind: &'static str,
-        mount: &str,
-        name: &str,
-    ) -> Result<Option<String>, ca_store::Error> {
-        if let Some(body) = self.cache.object(kind, mount, name) {
-            return Ok(Some(body));
-        }
-        let body = self.store.object(kind, mount, name).await?;
-        if let Some(body) = &body {
-            self.cache.put_object(kind, mount, name, body);
-        }
-        Ok(body)
-    }
-
-    /// Builds the Vault API over the shared store, issuance and CRL cache.
+    /// Builds the Vault API over the shared store, issuance, CRL cache and auth layer.
     pub fn new(
         config: VaultConfig,
-        store: Arc<dyn ca_store::Store>,
+        auth: Auth,
         issuance: Issuance,
         crl: crate::http::crl::CrlCache,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        routes::check_mounts(&config)?;
+        let routes = Arc::new(routes::Table::new(&config));
+        Ok(Self {
             config: Arc::new(config),
-            store,
+            store: Arc::clone(&auth.store),
+            auth,
             issuance,
             crl,
-            cache: Arc::default(),
-        }
+            routes,
+        })
+    }
+
+    /// The route table (for tests that walk every route).
+    pub fn routes(&self) -> &routes::Table {
+        &self.routes
+    }
+
+    /// The auth layer.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 }
 
@@ -139,7 +140,8 @@ impl VaultError {
         Self {
             status: StatusCode::NOT_FOUND,
             errors: vec![format!(
-                "no handler for route \"{path}\". route entry not found."
+                "no handler for route \"{}\". route entry not found.",
+                crate::policy::shorten(path)
             )],
         }
     }
@@ -160,6 +162,14 @@ impl VaultError {
         }
     }
 
+    /// 503 + Retry-After: try again.
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            errors: vec![msg.into()],
+        }
+    }
+
     /// 500, details logged only.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");
@@ -174,12 +184,33 @@ impl From<ca_store::Error> for VaultError {
     fn from(e: ca_store::Error) -> Self {
         if e.is_transient() {
             tracing::warn!(error = %e, "database unavailable");
-            Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                errors: vec!["storage is temporarily unavailable".into()],
-            }
+            Self::unavailable("storage is temporarily unavailable")
         } else {
             Self::internal("database error", e)
+        }
+    }
+}
+
+impl From<crate::auth::Error> for VaultError {
+    fn from(e: crate::auth::Error) -> Self {
+        use crate::auth::Error;
+        match e {
+            Error::Denied => Self::permission_denied(),
+            Error::Invalid(m) => Self::bad_request(m),
+            Error::Unavailable(m) => Self::unavailable(m),
+            Error::Store(e) => e.into(),
+            e => Self::internal("auth", e),
+        }
+    }
+}
+
+impl From<crate::policy::Rejection> for VaultError {
+    fn from(r: crate::policy::Rejection) -> Self {
+        if r.is_identity() {
+            tracing::info!(reason = %r, "refused a request for an identity that is not the caller's");
+            Self::permission_denied()
+        } else {
+            Self::bad_request(r.to_string())
         }
     }
 }
@@ -195,142 +226,6 @@ impl IntoResponse for VaultError {
         }
         r
     }
-}
-
-/// The operation a request performs, in Vault's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// GET.
-    Read,
-    /// POST or PUT.
-    Write,
-    /// LIST or GET ?list=true.
-    List,
-    /// DELETE.
-    Delete,
-    /// HEAD (sys/health).
-    Head,
-}
-
-/// A parsed Vault request.
-pub struct VaultRequest {
-    /// Path after `/v1/`, without a trailing slash.
-    pub path: String,
-    /// Operation.
-    pub op: Operation,
-    /// Body fields, or query parameters for reads.
-    pub data: Map<String, Value>,
-    /// Headers (token, namespace).
-    pub headers: HeaderMap,
-    /// Query string pairs.
-    pub query: Map<String, Value>,
-    /// Connection facts.
-    pub conn: Option<crate::http::listener::ConnectionInfo>,
-}
-
-impl VaultRequest {
-    /// The client token from `X-Vault-Token` or `Authorization: Bearer`.
-    pub fn token(&self) -> Option<&str> {
-        self.headers
-            .get("x-vault-token")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                self.headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    }
-}
-
-fn parse_form(body: &str) -> Map<String, Value> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode_pct(k, true), Value::String(decode_pct(v, true))))
-        .collect()
-}
-
-/// Percent-decoding; `+` means a space only in form data, not in paths.
-fn decode_pct(s: &str, plus_is_space: bool) -> String {
-    let bytes = if plus_is_space {
-        s.replace('+', " ")
-    } else {
-        s.to_owned()
-    }
-    .into_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn parse(request: Request) -> Result<VaultRequest, VaultError> {
-    let (parts, body) = request.into_parts();
-    let query: Map<String, Value> = parts.uri.query().map(parse_form).unwrap_or_default();
-    let list_param = query
-        .get("list")
-        .and_then(Value::as_str)
-        .is_some_and(|v| v == "true");
-    let op = match parts.method.as_str() {
-        "GET" if list_param => Operation::List,
-        "GET" => Operation::Read,
-        "HEAD" => Operation::Head,
-        "POST" | "PUT" | "PATCH" => Operation::Write,
-        "DELETE" => Operation::Delete,
-        "LIST" => Operation::List,
-        _ => return Err(VaultError::unsupported()),
-    };
-    let body: Bytes = axum::body::to_bytes(body, 1024 * 1024)
-        .await
-        .map_err(|_| VaultError::bad_request("request body too large"))?;
-    let text = String::from_utf8_lossy(&body);
-    let trimmed = text.trim();
-    let mut data = if trimmed.is_empty() {
-        Map::new()
-    } else if trimmed.starts_with('{') {
-        match serde_json::from_str::<Value>(trimmed) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err(VaultError::bad_request("failed to parse JSON input")),
-        }
-    } else {
-        parse_form(trimmed)
-    };
-    if matches!(op, Operation::Read | Operation::Delete | Operation::List) {
-        for (k, v) in &query {
-            data.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    let path = decode_pct(parts.uri.path(), false)
-        .trim_start_matches("/v1/")
-        .trim_end_matches('/')
-        .to_owned();
-    Ok(VaultRequest {
-        path,
-        op,
-        data,
-        headers: parts.headers,
-        query,
-        conn: parts
-            .extensions
-            .get::<crate::http::listener::ConnectionInfo>()
-            .cloned(),
-    })
 }
 
 /// Vault's response envelope around `data`.
@@ -356,94 +251,82 @@ pub fn list_response(keys: Vec<String>) -> Result<Response, VaultError> {
     Ok(envelope(Some(json!({ "keys": keys })), vec![], None))
 }
 
+/// 204.
+pub fn no_content() -> Result<Response, VaultError> {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn dispatch(State(state): State<VaultState>, request: Request) -> Response {
-    let result = async {
-        let req = parse(request).await?;
-        route(&state, req).await
+    match serve(&state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn route(state: &VaultState, req: VaultRequest) -> Result<Response, VaultError> {
-    let path = req.path.clone();
-    match path.as_str() {
-        "sys/health" => return health(state, &req),
-        "sys/seal-status" => {
-            return Ok(axum::Json(seal_status(state)).into_response());
+/// Read, route, authorize, handle.
+async fn serve(state: &VaultState, request: Request) -> Result<Response, VaultError> {
+    let mut call = request::parse(request).await?;
+    let Some((route, mount, params)) = state.routes.resolve(&call.path) else {
+        // Unknown paths: 403 to callers without a valid token (no path enumeration), 404 to
+        // the others.
+        state.auth.authenticate(call.token()).await?;
+        return Err(VaultError::no_route(&call.path));
+    };
+    let route = *route;
+    call.mount = mount.to_owned();
+    call.params = params;
+    match route.handler {
+        routes::Handler::Public(handler) => {
+            if !route.ops.contains(&call.op) {
+                return Err(VaultError::unsupported());
+            }
+            handler(state.clone(), call).await
         }
-        _ => {}
+        routes::Handler::Token(handler) => {
+            let caller = state.auth.authenticate(call.token()).await?;
+            let op = acl_operation(state, &route, &call).await?;
+            let authorized = state
+                .auth
+                .authorize_caller(caller, &call.path, op, &call.data)
+                .await?;
+            if !route.ops.contains(&call.op) {
+                return Err(VaultError::unsupported());
+            }
+            handler(state.clone(), call, authorized).await
+        }
     }
-    if let Some(rest) = path.strip_prefix("auth/") {
-        return auth::route(state, &req, rest).await;
-    }
-    if path.starts_with("sys/policy/")
-        || path.starts_with("sys/policies/acl")
-        || path == "sys/policy"
-    {
-        return auth::policies(state, &req).await;
-    }
-    // PKI mounts: the longest configured mount that prefixes the path.
-    let mount = state
-        .config
-        .pki_mounts
-        .iter()
-        .filter(|m| path == **m || path.starts_with(&format!("{m}/")))
-        .max_by_key(|m| m.len())
-        .cloned();
-    if let Some(mount) = mount {
-        let rest = path[mount.len()..].trim_start_matches('/').to_owned();
-        return pki::route(state, &req, &mount, &rest).await;
-    }
-    if path.starts_with("ledger/") {
-        return crate::report::http::route(state, &req).await;
-    }
-    Err(VaultError::no_route(&path))
 }
 
-fn seal_status(state: &VaultState) -> Value {
-    json!({
-        "type": "shamir", "initialized": true, "sealed": false, "t": 1, "n": 1, "progress": 0,
-        "nonce": "", "version": state.config.version, "build_date": "", "migration": false,
-        "cluster_name": "ca-server", "cluster_id": state.issuance.ca().issuer_id(),
-        "recovery_seal": false, "storage_type": "sql",
+/// Vault's create/update distinction: a write to a route with an existence check is a create
+/// when its object does not exist yet.
+async fn acl_operation(
+    state: &VaultState,
+    route: &routes::Route,
+    call: &Call,
+) -> Result<AclOperation, VaultError> {
+    Ok(match call.op {
+        Operation::Read => AclOperation::Read,
+        Operation::List => AclOperation::List,
+        Operation::Delete => AclOperation::Delete,
+        Operation::Write => match route.existence {
+            Some(e) => {
+                let mount = e.mount.unwrap_or(call.mount.as_str());
+                if state.store.object(e.kind, mount, call.param(0)).await?.is_some() {
+                    AclOperation::Update
+                } else {
+                    AclOperation::Create
+                }
+            }
+            None => AclOperation::Update,
+        },
     })
-}
-
-/// `sys/health`: 200 unless the caller's `*code` parameters ask otherwise; HEAD has no body.
-fn health(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultError> {
-    let code = req
-        .query
-        .get("activecode")
-        .and_then(Value::as_str)
-        .and_then(|c| c.parse::<u16>().ok())
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(StatusCode::OK);
-    let body = json!({
-        "initialized": true, "sealed": false, "standby": false, "performance_standby": false,
-        "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
-        "server_time_utc": time::OffsetDateTime::now_utc().unix_timestamp(),
-        "version": state.config.version, "cluster_name": "ca-server",
-        "cluster_id": state.issuance.ca().issuer_id(),
-    });
-    if req.op == Operation::Head {
-        return Ok(code.into_response());
-    }
-    Ok((code, axum::Json(body)).into_response())
 }
 
 /// The `/v1/…` routes.
 pub fn router(state: VaultState) -> Router {
     Router::new()
+        .route("/v1", axum::routing::any(dispatch))
+        .route("/v1/", axum::routing::any(dispatch))
         .route("/v1/{*path}", axum::routing::any(dispatch))
         .with_state(state)
-}
-
-/// Method helper for handlers that accept only some operations.
-pub fn require(op: Operation, allowed: &[Operation]) -> Result<(), VaultError> {
-    if allowed.contains(&op) {
-        Ok(())
-    } else {
-        Err(VaultError::unsupported())
-    }
 }

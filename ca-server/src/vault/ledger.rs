@@ -1,6 +1,7 @@
-//! `GET /v1/ledger/certificates` and `GET /v1/ledger/summary`: the reports over HTTP, in the
-//! Vault envelope, behind a token whose policy grants `read` on `ledger/certificates` or
-//! `ledger/summary` (e.g. `path "ledger/*" { capabilities = ["read"] }`).
+//! `GET /v1/ledger/certificates` and `GET /v1/ledger/summary`: the expiry reports
+//! ([`crate::report`]) over HTTP, in the Vault envelope, as token routes of the Vault table: a
+//! token whose policy grants `read` on `ledger/certificates` or `ledger/summary` (e.g.
+//! `path "ledger/*" { capabilities = ["read"] }`).
 //!
 //! Query parameters are the CLI's flags with underscores: `within=30d`, `include_expired=true`,
 //! `issuer`, `profile`, `namespace`, `spiffe_prefix`, `san`, `requester`, `origin`,
@@ -10,24 +11,23 @@
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::vault::auth::require_token;
-use crate::vault::values::{bool_field, string_field};
-use crate::vault::{Operation, VaultError, VaultRequest, VaultState, envelope, require};
+use super::routes::{Route, ops, token};
+use super::values::{bool_field, string_field};
+use super::{Call, VaultError, VaultState, envelope};
+use crate::auth::Authorized;
+use crate::report;
 
-/// Routes `ledger/…` paths.
-pub async fn route(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultError> {
-    match req.path.as_str() {
-        "ledger/certificates" => certificates(state, req).await,
-        "ledger/summary" => summary(state, req).await,
-        other => Err(VaultError::no_route(other)),
-    }
-}
+/// The `ledger` routes.
+pub static ROUTES: &[Route] = &[
+    token!("certificates", ops::READ, certificates),
+    token!("summary", ops::READ, summary),
+];
 
 fn optional(data: &Map<String, Value>, key: &str) -> Option<String> {
     Some(string_field(data, key)).filter(|s| !s.is_empty())
 }
 
-fn filters(data: &Map<String, Value>) -> Result<super::Filters, VaultError> {
+fn filters(data: &Map<String, Value>) -> Result<report::Filters, VaultError> {
     let within = optional(data, "within")
         .map(|w| crate::duration::parse(&w))
         .transpose()
@@ -38,7 +38,7 @@ fn filters(data: &Map<String, Value>) -> Result<super::Filters, VaultError> {
                 .ok_or_else(|| VaultError::bad_request("origin must be issued or observed"))
         })
         .transpose()?;
-    Ok(super::Filters {
+    Ok(report::Filters {
         within,
         include_expired: bool_field(data, "include_expired", false)?,
         issuer: optional(data, "issuer"),
@@ -63,9 +63,11 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-async fn certificates(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultError> {
-    require(req.op, &[Operation::Read])?;
-    require_token(state, req).await?;
+async fn certificates(
+    state: &VaultState,
+    req: &Call,
+    _: &Authorized,
+) -> Result<Response, VaultError> {
     let now = now();
     let mut query = filters(&req.data)?.to_query(now);
     let limit = match optional(&req.data, "limit") {
@@ -86,8 +88,8 @@ async fn certificates(state: &VaultState, req: &VaultRequest) -> Result<Response
         .then(|| rows.last())
         .flatten()
         .map(|r| format!("{}.{}", r.certificate.not_after, r.id));
-    let names = super::ca_names(state.issuance.ca());
-    let items: Vec<super::Item> = rows.iter().map(|r| super::item(r, now, &names)).collect();
+    let names = report::ca_names(state.issuance.ca());
+    let items: Vec<report::Item> = rows.iter().map(|r| report::item(r, now, &names)).collect();
     Ok(envelope(
         Some(json!({ "certificates": items, "next_cursor": next_cursor })),
         Vec::new(),
@@ -95,9 +97,7 @@ async fn certificates(state: &VaultState, req: &VaultRequest) -> Result<Response
     ))
 }
 
-async fn summary(state: &VaultState, req: &VaultRequest) -> Result<Response, VaultError> {
-    require(req.op, &[Operation::Read])?;
-    require_token(state, req).await?;
+async fn summary(state: &VaultState, _: &Call, _: &Authorized) -> Result<Response, VaultError> {
     let now = now();
     let summary = state.store.summary(now).await?;
     let mut data = serde_json::to_value(&summary)
@@ -107,12 +107,12 @@ async fn summary(state: &VaultState, req: &VaultRequest) -> Result<Response, Vau
             "earliest_expiration_date".into(),
             summary
                 .earliest_not_after
-                .map(super::rfc3339)
+                .map(report::rfc3339)
                 .map_or(Value::Null, Value::String),
         );
         obj.insert(
             "certificate_authorities".into(),
-            serde_json::to_value(super::authorities(state.issuance.ca(), now))
+            serde_json::to_value(report::authorities(state.issuance.ca(), now))
                 .unwrap_or(Value::Null),
         );
     }

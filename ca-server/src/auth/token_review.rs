@@ -7,13 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::VaultError;
+use super::Error;
 
 /// In-cluster defaults (the pod's own service-account mount).
 const POD_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -31,12 +30,9 @@ pub struct Reviewed {
 }
 
 /// The API server could not be asked: a 503 for the client (try again), never a denial.
-fn unavailable(why: impl std::fmt::Display) -> VaultError {
+fn unavailable(why: impl std::fmt::Display) -> Error {
     tracing::warn!(error = %why, "TokenReview failed");
-    VaultError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        errors: vec!["the Kubernetes API server could not review the token; retry later".into()],
-    }
+    Error::Unavailable("the Kubernetes API server could not review the token; retry later".into())
 }
 
 /// Asks the API server whether `jwt` is a valid token for `audience` (if set). `Ok(None)`: the
@@ -47,11 +43,11 @@ pub async fn review(
     reviewer_jwt: &str,
     jwt: &str,
     audience: &str,
-) -> Result<Option<Reviewed>, VaultError> {
+) -> Result<Option<Reviewed>, Error> {
     let url = host.trim_end_matches('/');
     let rest = url
         .strip_prefix("https://")
-        .ok_or_else(|| VaultError::bad_request("kubernetes_host must be an https:// URL"))?;
+        .ok_or_else(|| Error::Invalid("kubernetes_host must be an https:// URL".into()))?;
     let (authority, base_path) = match rest.split_once('/') {
         Some((a, p)) => (a, format!("/{p}")),
         None => (rest, String::new()),
@@ -60,13 +56,13 @@ pub async fn review(
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
             h.trim_start_matches('[').trim_end_matches(']'),
             p.parse::<u16>()
-                .map_err(|_| VaultError::bad_request("kubernetes_host: bad port"))?,
+                .map_err(|_| Error::Invalid("kubernetes_host: bad port".into()))?,
         ),
         _ => (authority, 443),
     };
     let ca_pem = if ca_pem.trim().is_empty() {
         std::fs::read_to_string(POD_CA)
-            .map_err(|_| VaultError::bad_request("kubernetes_ca_cert is required outside a pod"))?
+            .map_err(|_| Error::Invalid("kubernetes_ca_cert is required outside a pod".into()))?
     } else {
         ca_pem.to_owned()
     };
@@ -81,10 +77,10 @@ pub async fn review(
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
         let cert: rustls::pki_types::CertificateDer<'static> =
-            cert.map_err(|_| VaultError::bad_request("kubernetes_ca_cert: bad PEM"))?;
+            cert.map_err(|_| Error::Invalid("kubernetes_ca_cert: bad PEM".into()))?;
         roots
             .add(cert)
-            .map_err(|_| VaultError::bad_request("kubernetes_ca_cert: unusable certificate"))?;
+            .map_err(|_| Error::Invalid("kubernetes_ca_cert: unusable certificate".into()))?;
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -94,7 +90,7 @@ pub async fn review(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let server_name = rustls::pki_types::ServerName::try_from(hostname.to_owned())
-        .map_err(|_| VaultError::bad_request("kubernetes_host: bad host name"))?;
+        .map_err(|_| Error::Invalid("kubernetes_host: bad host name".into()))?;
 
     let body = json!({
         "apiVersion": "authentication.k8s.io/v1",

@@ -1,0 +1,352 @@
+//! Kubernetes auth: a workload proves who it is with its service-account JWT, verified locally
+//! against the cluster's signing keys (`pem_keys`, or the API server's JWKS) or, without local
+//! keys, by the API server itself (TokenReview, [`super::token_review`]). The role then binds
+//! service-account names and namespaces to policies. The verified namespace and name become the
+//! token's metadata, from which the PKI's `spiffe_from_identity` roles derive the caller's SPIFFE
+//! ID — nothing the caller sends can change it.
+//!
+//! `token_reviewer_jwt` is stored sealed ([`crate::seal`]) and never returned.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::token::TokenSpec;
+use super::{Auth, Error};
+use crate::acme::jws::{AccountKey, Jwk, b64url_decode};
+use crate::policy::glob_matches;
+
+/// Object kind of roles.
+pub const ROLE_KIND: &str = "kubernetes_role";
+const CONFIG_KIND: &str = "kubernetes_config";
+
+/// A kubernetes auth role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubernetesRole {
+    /// Service-account names (or `*`, or globs).
+    pub bound_service_account_names: Vec<String>,
+    /// Namespaces (or `*`, or globs).
+    pub bound_service_account_namespaces: Vec<String>,
+    /// The audience tokens must carry (empty: any).
+    pub audience: String,
+    /// Policies of the tokens it makes.
+    pub token_policies: Vec<String>,
+    /// TTL of the tokens it makes, seconds (0: the default).
+    pub token_ttl: u64,
+}
+
+impl KubernetesRole {
+    /// Both bindings are required, and no role may hand out root.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.bound_service_account_names.is_empty()
+            || self.bound_service_account_namespaces.is_empty()
+        {
+            return Err(Error::Invalid(
+                "bound_service_account_names and bound_service_account_namespaces are required"
+                    .into(),
+            ));
+        }
+        refuse_root_policy(&self.token_policies)
+    }
+}
+
+/// Auth roles cannot grant root: the login would be refused anyway, so say so when it is written.
+pub(crate) fn refuse_root_policy(policies: &[String]) -> Result<(), Error> {
+    if policies.iter().any(|p| p.trim().eq_ignore_ascii_case("root")) {
+        return Err(Error::Invalid(
+            "auth methods cannot create root tokens: remove \"root\" from token_policies".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubernetesConfig {
+    /// The API server (`https://…`), for TokenReview.
+    pub kubernetes_host: String,
+    /// PEM public keys or certificates of the service-account signer.
+    pub pem_keys: Vec<String>,
+    /// A JWK Set (the API server's `/openid/v1/jwks`), as JSON text.
+    pub jwks: String,
+    /// The `iss` tokens must carry (empty: any).
+    pub issuer: String,
+    /// Without `pem_keys` or `jwks`: the API server's CA for TokenReview (PEM).
+    pub kubernetes_ca_cert: String,
+    /// Without `pem_keys` or `jwks`: the credential TokenReview calls use. Sealed at rest, never
+    /// returned.
+    pub token_reviewer_jwt: String,
+}
+
+impl KubernetesConfig {
+    /// Local keys, or an https API server for TokenReview; keys that parse.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.pem_keys.is_empty()
+            && self.jwks.is_empty()
+            && !self.kubernetes_host.starts_with("https://")
+        {
+            return Err(Error::Invalid(
+                "pem_keys or jwks (local verification), or an https:// kubernetes_host \
+                 (TokenReview), is required"
+                    .into(),
+            ));
+        }
+        self.keys().map(|_| ())
+    }
+
+    /// The configuration as `auth/kubernetes/config` reads it: without the reviewer JWT.
+    pub fn public_view(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("token_reviewer_jwt");
+        }
+        v
+    }
+
+    fn keys(&self) -> Result<Vec<(Option<String>, AccountKey)>, Error> {
+        let bad = |m: String| Error::Invalid(m);
+        let mut keys = Vec::new();
+        for pem in &self.pem_keys {
+            let der = pem_body(pem)
+                .ok_or_else(|| bad("pem_keys: not a PEM public key or certificate".into()))?;
+            // Vault accepts public keys and certificates (hvac insists on certificates).
+            let spki_der = if pem.contains("BEGIN CERTIFICATE") {
+                use x509_cert::der::{Decode, Encode};
+                x509_cert::Certificate::from_der(&der)
+                    .and_then(|c| c.tbs_certificate().subject_public_key_info().to_der())
+                    .map_err(|_| bad("pem_keys: invalid certificate".into()))?
+            } else {
+                der
+            };
+            let spki = crate::issuer::SubjectPublicKey::from_spki_der(&spki_der)
+                .map_err(|e| bad(format!("pem_keys: {e}")))?;
+            let jwk = Jwk::from_spki(&spki)
+                .ok_or_else(|| bad("pem_keys: RSA or ECDSA keys only".into()))?;
+            keys.push((
+                None,
+                jwk.key().map_err(|e| bad(format!("pem_keys: {}", e.detail)))?,
+            ));
+        }
+        if !self.jwks.is_empty() {
+            let set: Value =
+                serde_json::from_str(&self.jwks).map_err(|e| bad(format!("jwks: {e}")))?;
+            for k in set["keys"].as_array().into_iter().flatten() {
+                let kid = k["kid"].as_str().map(str::to_owned);
+                let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
+                    continue;
+                };
+                if let Ok(key) = jwk.key() {
+                    keys.push((kid, key));
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let start = pem.find("-----BEGIN")?;
+    let body_start = pem[start..].find('\n')? + start + 1;
+    let end = pem[body_start..].find("-----END")? + body_start;
+    let b64: String = pem[body_start..end].split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Verifies a service-account JWT against the configured keys and returns its claims.
+fn verify_jwt(jwt: &str, keys: &[(Option<String>, AccountKey)]) -> Option<Value> {
+    let mut parts = jwt.split('.');
+    let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let header: Value = serde_json::from_slice(&b64url_decode(h)?).ok()?;
+    let alg = header["alg"].as_str()?;
+    let kid = header["kid"].as_str();
+    let sig = b64url_decode(s)?;
+    let message = format!("{h}.{p}");
+    let verified = keys
+        .iter()
+        .filter(|(k, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
+        .any(|(_, key)| key.verify(alg, message.as_bytes(), &sig).is_ok());
+    if !verified {
+        return None;
+    }
+    serde_json::from_slice(&b64url_decode(p)?).ok()
+}
+
+/// A service account whose token verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID, when the token says.
+    pub uid: Option<String>,
+}
+
+/// Checks a verified token's claims: expiry, not-before, issuer, audience, and the
+/// service-account claims (both token formats), with `sub` agreeing.
+fn service_account(
+    claims: &Value,
+    config: &KubernetesConfig,
+    role: &KubernetesRole,
+) -> Result<ServiceAccount, &'static str> {
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    if claims["exp"].as_i64().is_some_and(|e| e <= t) {
+        return Err("expired");
+    }
+    if claims["nbf"].as_i64().is_some_and(|n| n > t + 60) {
+        return Err("not yet valid");
+    }
+    if !config.issuer.is_empty() && claims["iss"].as_str() != Some(config.issuer.as_str()) {
+        return Err("issuer");
+    }
+    if !role.audience.is_empty() {
+        let aud_ok = match &claims["aud"] {
+            Value::String(a) => *a == role.audience,
+            Value::Array(a) => a.iter().any(|x| x.as_str() == Some(role.audience.as_str())),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("audience");
+        }
+    }
+    let k8s = &claims["kubernetes.io"];
+    let (namespace, name, uid) = if k8s.is_object() {
+        (
+            k8s["namespace"].as_str(),
+            k8s["serviceaccount"]["name"].as_str(),
+            k8s["serviceaccount"]["uid"].as_str(),
+        )
+    } else {
+        (
+            claims["kubernetes.io/serviceaccount/namespace"].as_str(),
+            claims["kubernetes.io/serviceaccount/service-account.name"].as_str(),
+            claims["kubernetes.io/serviceaccount/service-account.uid"].as_str(),
+        )
+    };
+    let (Some(namespace), Some(name)) = (namespace, name) else {
+        return Err("no service account claims");
+    };
+    if claims["sub"]
+        .as_str()
+        .is_some_and(|s| s != format!("system:serviceaccount:{namespace}:{name}"))
+    {
+        return Err("subject does not match the service account");
+    }
+    Ok(ServiceAccount {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: uid.map(str::to_owned),
+    })
+}
+
+impl Auth {
+    /// Stores the mount's configuration, the reviewer JWT sealed.
+    pub async fn put_kubernetes_config(
+        &self,
+        mount: &str,
+        mut config: KubernetesConfig,
+    ) -> Result<(), Error> {
+        config.validate()?;
+        if !config.token_reviewer_jwt.is_empty() {
+            config.token_reviewer_jwt = self
+                .seal
+                .seal_text(&reviewer_purpose(mount), &config.token_reviewer_jwt);
+        }
+        self.put_json(CONFIG_KIND, mount, "config", &config).await
+    }
+
+    /// The mount's configuration, the reviewer JWT opened.
+    pub async fn kubernetes_config(&self, mount: &str) -> Result<Option<KubernetesConfig>, Error> {
+        let Some(mut config) = self.json::<KubernetesConfig>(CONFIG_KIND, mount, "config").await?
+        else {
+            return Ok(None);
+        };
+        config.token_reviewer_jwt = self
+            .seal
+            .open_text(&reviewer_purpose(mount), &config.token_reviewer_jwt)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Some(config))
+    }
+
+    /// Verifies `jwt` for `role_name` on `mount` and returns the token the workload gets.
+    pub async fn kubernetes_login(
+        &self,
+        mount: &str,
+        role_name: &str,
+        jwt: &str,
+    ) -> Result<TokenSpec, Error> {
+        let role: KubernetesRole = self
+            .json(ROLE_KIND, mount, role_name)
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "invalid role name \"{}\"",
+                    crate::policy::shorten(role_name)
+                ))
+            })?;
+        let config = self
+            .kubernetes_config(mount)
+            .await?
+            .ok_or_else(|| Error::Invalid("kubernetes auth is not configured".into()))?;
+        let denied = |why: &str| {
+            tracing::info!(mount, role = %role_name, reason = why, "kubernetes login refused");
+            Error::Denied
+        };
+        let jwt = jwt.trim();
+        let account = if config.pem_keys.is_empty() && config.jwks.is_empty() {
+            // No local keys: ask the API server.
+            let reviewed = super::token_review::review(
+                &config.kubernetes_host,
+                &config.kubernetes_ca_cert,
+                &config.token_reviewer_jwt,
+                jwt,
+                &role.audience,
+            )
+            .await?
+            .ok_or_else(|| denied("TokenReview: not authenticated"))?;
+            ServiceAccount {
+                namespace: reviewed.namespace,
+                name: reviewed.name,
+                uid: Some(reviewed.uid),
+            }
+        } else {
+            let keys = config.keys()?;
+            let claims = verify_jwt(jwt, &keys).ok_or_else(|| denied("signature"))?;
+            service_account(&claims, &config, &role).map_err(denied)?
+        };
+        let bound =
+            |patterns: &[String], value: &str| patterns.iter().any(|p| p == "*" || glob_matches(p, value));
+        if !bound(&role.bound_service_account_names, &account.name)
+            || !bound(&role.bound_service_account_namespaces, &account.namespace)
+        {
+            return Err(denied("service account not bound to the role"));
+        }
+        let mut meta = Map::new();
+        meta.insert("auth_method".into(), json!("kubernetes"));
+        meta.insert("mount".into(), json!(mount));
+        meta.insert("role".into(), json!(role_name));
+        meta.insert("service_account_name".into(), json!(account.name));
+        meta.insert("service_account_namespace".into(), json!(account.namespace));
+        meta.insert(
+            "service_account_uid".into(),
+            json!(account.uid.unwrap_or_default()),
+        );
+        Ok(TokenSpec {
+            policies: role.token_policies,
+            display_name: format!("{mount}-{}-{}", account.namespace, account.name),
+            meta,
+            ttl: (role.token_ttl > 0).then(|| std::time::Duration::from_secs(role.token_ttl)),
+            no_default_policy: false,
+        })
+    }
+}
+
+fn reviewer_purpose(mount: &str) -> String {
+    format!("kubernetes-token-reviewer:{mount}")
+}
