@@ -621,3 +621,75 @@ fn foreign_extensions_and_issuers_are_refused() {
         Err(Violation::Key(_))
     ));
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9.-]{1,70}",
+            "\\PC{0,80}",
+            "[a-z]{1,10}\\.example\\.test",
+            Just("a".repeat(300)),
+            "[a-z]{1,5}\u{0}[a-z]{1,5}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        /// Whatever a caller asks for, a certificate that gets signed says only what RFC 5280 and
+        /// the profile allow: bounded CN without control characters that is one of the SANs,
+        /// valid names, at most 100 SANs, and the profile's EKU.
+        #[test]
+        fn signed_certificates_stay_inside_the_profile(
+            cn in proptest::option::of(text()),
+            dns in proptest::collection::vec(text(), 0..4),
+            emails in proptest::collection::vec(text(), 0..2),
+            uris in proptest::collection::vec(text(), 0..2),
+            server in any::<bool>(),
+        ) {
+            let (_dir, ca) = test_ca();
+            let profile = if server { Profile::TlsServer } else { Profile::TlsClient };
+            let mut req = p256_request(profile);
+            req.subject.common_name = cn;
+            req.dns_names = dns;
+            req.emails = emails;
+            req.uris = uris;
+            let Ok(signed) = ca.sign(&req) else { return Ok(()) };
+            let (_, cert) = X509Certificate::from_der(&signed.der).expect("parses");
+            let cns: Vec<&str> = cert.subject().iter_common_name().filter_map(|c| c.as_str().ok()).collect();
+            prop_assert!(cns.len() <= 1);
+            let mut sans = Vec::new();
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for n in &san.value.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => {
+                            let normal = crate::names::normalize_dns_name(d);
+                            prop_assert_eq!(normal.as_deref(), Some(*d));
+                            sans.push(d.to_string());
+                        }
+                        GeneralName::RFC822Name(e) => {
+                            prop_assert!(crate::names::normalize_email(e).is_some());
+                            sans.push(e.to_string());
+                        }
+                        GeneralName::URI(u) => prop_assert!(crate::names::is_valid_uri(u)),
+                        GeneralName::IPAddress(_) => {}
+                        other => prop_assert!(false, "unexpected SAN {other:?}"),
+                    }
+                }
+                prop_assert!(san.value.general_names.len() <= 100);
+            }
+            if let Some(cn) = cns.first() {
+                prop_assert!(cn.chars().count() <= 64 && !cn.chars().any(char::is_control));
+                if server {
+                    prop_assert!(sans.iter().any(|s| s.eq_ignore_ascii_case(cn)), "CN {cn} not in SANs");
+                }
+            }
+            let eku = cert.extended_key_usage().ok().flatten().map(|e| e.value.clone()).expect("eku");
+            prop_assert_eq!(eku.server_auth, server);
+            prop_assert!(eku.client_auth != server && !eku.code_signing && !eku.any);
+        }
+    }
+}
