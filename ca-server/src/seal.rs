@@ -145,7 +145,8 @@ impl Seal {
     pub fn seal_text(&self, purpose: &str, plaintext: &str) -> String {
         format!(
             "{PREFIX}{}",
-            base64::engine::general_purpose::STANDARD.encode(self.seal(purpose, plaintext.as_bytes()))
+            base64::engine::general_purpose::STANDARD
+                .encode(self.seal(purpose, plaintext.as_bytes()))
         )
     }
 
@@ -201,7 +202,10 @@ mod tests {
 
         let sealed = seal.seal("eab:a", b"mac key");
         assert!(!sealed.windows(7).any(|w| w == b"mac key"), "no clear text");
-        assert_eq!(loaded.open("eab:a", &sealed).as_deref(), Ok(&b"mac key"[..]));
+        assert_eq!(
+            loaded.open("eab:a", &sealed).as_deref(),
+            Ok(&b"mac key"[..])
+        );
         assert!(loaded.open("eab:b", &sealed).is_err(), "bound to its slot");
         let mut tampered = sealed.clone();
         tampered[NONCE_LEN] ^= 1;
@@ -221,7 +225,9 @@ mod tests {
         assert_eq!(seal.open_bytes("eab:k", &bytes), Ok(vec![1, 2, 3]));
         assert_eq!(seal.open_bytes("eab:k", &[9, 9]), Ok(vec![9, 9]));
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(key_path(dir.path())).expect("stat").permissions(),
+            &std::fs::metadata(key_path(dir.path()))
+                .expect("stat")
+                .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
     }

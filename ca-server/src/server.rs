@@ -236,7 +236,10 @@ pub async fn create_root_token_once(config: &Config, auth: &crate::auth::Auth) -
     let mut marker = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut marker)
         .map_err(|_| anyhow!("no randomness"))?;
-    let claimed = auth.store.setting_or_insert("vault_root_token", &marker).await?;
+    let claimed = auth
+        .store
+        .setting_or_insert("vault_root_token", &marker)
+        .await?;
     if claimed != marker {
         return Ok(());
     }

@@ -398,9 +398,15 @@ macro_rules! impl_acme_store {
                     .await?)
             }
 
-            async fn set_eab_hmac_key(&self, kid: &str, hmac_key: &[u8]) -> Result<(), $crate::Error> {
+            async fn set_eab_hmac_key(
+                &self,
+                kid: &str,
+                hmac_key: &[u8],
+            ) -> Result<(), $crate::Error> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE acme_eab_keys SET hmac_key = ");
-                qb.push_bind(hmac_key.to_vec()).push(" WHERE kid = ").push_bind(kid.to_owned());
+                qb.push_bind(hmac_key.to_vec())
+                    .push(" WHERE kid = ")
+                    .push_bind(kid.to_owned());
                 qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }

@@ -163,8 +163,7 @@ pub trait Ledger: Send + Sync + 'static {
     async fn issuers(&self) -> Result<Vec<(String, String)>, Error>;
 
     /// Registers an issuing CA (idempotent).
-    async fn register_issuer(&self, issuer_id: &str, subject: &str, at: i64)
-    -> Result<(), Error>;
+    async fn register_issuer(&self, issuer_id: &str, subject: &str, at: i64) -> Result<(), Error>;
 
     /// Distinct issuer ids of certificates this CA issued (not observed ones): a ledger with
     /// certificates but no registered issuer predates registration.

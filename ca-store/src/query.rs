@@ -549,23 +549,38 @@ macro_rules! impl_ledger {
             }
 
             async fn issuers(&self) -> Result<Vec<(String, String)>, $crate::Error> {
-                Ok(sqlx::query_as("SELECT issuer_id, subject FROM ca_issuers ORDER BY registered_at, issuer_id")
-                    .fetch_all(&mut *self.read_conn().await?)
-                    .await?)
+                Ok(sqlx::query_as(
+                    "SELECT issuer_id, subject FROM ca_issuers ORDER BY registered_at, issuer_id",
+                )
+                .fetch_all(&mut *self.read_conn().await?)
+                .await?)
             }
 
-            async fn register_issuer(&self, issuer_id: &str, subject: &str, at: i64) -> Result<(), $crate::Error> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO ca_issuers (issuer_id, subject, registered_at) VALUES (");
-                qb.push_bind(issuer_id.to_owned()).push(", ").push_bind(subject.to_owned()).push(", ").push_bind(at)
+            async fn register_issuer(
+                &self,
+                issuer_id: &str,
+                subject: &str,
+                at: i64,
+            ) -> Result<(), $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO ca_issuers (issuer_id, subject, registered_at) VALUES (",
+                );
+                qb.push_bind(issuer_id.to_owned())
+                    .push(", ")
+                    .push_bind(subject.to_owned())
+                    .push(", ")
+                    .push_bind(at)
                     .push(") ON CONFLICT (issuer_id) DO NOTHING");
                 qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
             }
 
             async fn issued_issuer_ids(&self) -> Result<Vec<String>, $crate::Error> {
-                let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT issuer_id FROM certificates WHERE origin = 'issued'")
-                    .fetch_all(&mut *self.read_conn().await?)
-                    .await?;
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT issuer_id FROM certificates WHERE origin = 'issued'",
+                )
+                .fetch_all(&mut *self.read_conn().await?)
+                .await?;
                 Ok(rows.into_iter().map(|(id,)| id).collect())
             }
 

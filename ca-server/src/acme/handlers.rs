@@ -1,7 +1,6 @@
 //! ACME endpoint handlers. Each authenticates, checks ownership, applies policy, changes state
 //! with compare-and-set updates, and answers with the resource's JSON.
 
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -499,36 +498,41 @@ fn check_identifiers(
         .iter()
         .map(|i| (i.kind.as_str(), i.value.as_str()))
         .collect();
-    policy::acme::order_identifiers(&state.config().policy, binding, &requested).map_err(|refused| {
-        let subproblems: Vec<Subproblem> = refused
-            .iter()
-            .map(|(index, rejection)| {
-                let problem = AcmeError::rejected(rejection, Stage::NewOrder);
-                let identifier = ids
-                    .get(*index)
-                    .map(|id| json!({"type": id.kind, "value": id.value}))
-                    .unwrap_or(Value::Null);
-                Subproblem {
-                    kind: problem.kind.urn(),
-                    detail: problem.detail,
-                    identifier,
-                }
-            })
-            .collect();
-        let kind = if subproblems
-            .iter()
-            .all(|s| s.kind == ProblemType::UnsupportedIdentifier.urn())
-        {
-            ProblemType::UnsupportedIdentifier
-        } else if subproblems.iter().all(|s| s.kind == ProblemType::Malformed.urn()) {
-            ProblemType::Malformed
-        } else {
-            ProblemType::RejectedIdentifier
-        };
-        let mut e = AcmeError::new(kind, "one or more identifiers cannot be ordered");
-        e.subproblems = subproblems;
-        e
-    })
+    policy::acme::order_identifiers(&state.config().policy, binding, &requested).map_err(
+        |refused| {
+            let subproblems: Vec<Subproblem> = refused
+                .iter()
+                .map(|(index, rejection)| {
+                    let problem = AcmeError::rejected(rejection, Stage::NewOrder);
+                    let identifier = ids
+                        .get(*index)
+                        .map(|id| json!({"type": id.kind, "value": id.value}))
+                        .unwrap_or(Value::Null);
+                    Subproblem {
+                        kind: problem.kind.urn(),
+                        detail: problem.detail,
+                        identifier,
+                    }
+                })
+                .collect();
+            let kind = if subproblems
+                .iter()
+                .all(|s| s.kind == ProblemType::UnsupportedIdentifier.urn())
+            {
+                ProblemType::UnsupportedIdentifier
+            } else if subproblems
+                .iter()
+                .all(|s| s.kind == ProblemType::Malformed.urn())
+            {
+                ProblemType::Malformed
+            } else {
+                ProblemType::RejectedIdentifier
+            };
+            let mut e = AcmeError::new(kind, "one or more identifiers cannot be ordered");
+            e.subproblems = subproblems;
+            e
+        },
+    )
 }
 
 fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>> {

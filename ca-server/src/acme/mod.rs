@@ -369,32 +369,53 @@ pub fn router(state: AcmeState) -> Router {
     use axum::routing::any;
     use handlers::*;
     Router::new()
-        .route("/acme/directory", get(directory).fallback(method_not_allowed))
+        .route(
+            "/acme/directory",
+            get(directory).fallback(method_not_allowed),
+        )
         .route(
             "/acme/new-nonce",
             get(new_nonce_get)
                 .head(new_nonce_head)
                 .fallback(method_not_allowed),
         )
-        .route("/acme/new-account", post(new_account).fallback(method_not_allowed))
-        .route("/acme/acct/{id}", post(account).fallback(method_not_allowed))
+        .route(
+            "/acme/new-account",
+            post(new_account).fallback(method_not_allowed),
+        )
+        .route(
+            "/acme/acct/{id}",
+            post(account).fallback(method_not_allowed),
+        )
         .route(
             "/acme/acct/{id}/orders",
             post(account_orders).fallback(method_not_allowed),
         )
-        .route("/acme/key-change", post(key_change).fallback(method_not_allowed))
-        .route("/acme/new-order", post(new_order).fallback(method_not_allowed))
+        .route(
+            "/acme/key-change",
+            post(key_change).fallback(method_not_allowed),
+        )
+        .route(
+            "/acme/new-order",
+            post(new_order).fallback(method_not_allowed),
+        )
         .route("/acme/order/{id}", post(order).fallback(method_not_allowed))
         .route(
             "/acme/order/{id}/finalize",
             post(finalize).fallback(method_not_allowed),
         )
-        .route("/acme/authz/{id}", post(authorization).fallback(method_not_allowed))
+        .route(
+            "/acme/authz/{id}",
+            post(authorization).fallback(method_not_allowed),
+        )
         .route(
             "/acme/chall/{authz}/{index}",
             post(challenge).fallback(method_not_allowed),
         )
-        .route("/acme/cert/{serial}", post(certificate).fallback(method_not_allowed))
+        .route(
+            "/acme/cert/{serial}",
+            post(certificate).fallback(method_not_allowed),
+        )
         .route(
             "/acme/cert/{serial}/{alternate}",
             post(alternate_certificate).fallback(method_not_allowed),

@@ -219,15 +219,13 @@ fn hcl_value(expr: hcl::Expression) -> Result<Value, PolicyError> {
     Ok(match expr {
         Expression::Null => Value::Null,
         Expression::Bool(b) => Value::Bool(b),
-        Expression::Number(n) => serde_json::to_value(&n)
-            .map_err(|e| PolicyError(format!("number: {e}")))?,
+        Expression::Number(n) => {
+            serde_json::to_value(n).map_err(|e| PolicyError(format!("number: {e}")))?
+        }
         Expression::String(s) => Value::String(s),
-        Expression::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(hcl_value)
-                .collect::<Result<_, _>>()?,
-        ),
+        Expression::Array(items) => {
+            Value::Array(items.into_iter().map(hcl_value).collect::<Result<_, _>>()?)
+        }
         Expression::Object(object) => {
             let mut out = Map::new();
             for (key, value) in object {
@@ -441,7 +439,8 @@ impl Permissions {
         self.capabilities.extend(rule.capabilities.iter().copied());
         merge_parameters(&mut self.allowed, &rule.allowed_parameters);
         merge_parameters(&mut self.denied, &rule.denied_parameters);
-        self.required.extend(rule.required_parameters.iter().cloned());
+        self.required
+            .extend(rule.required_parameters.iter().cloned());
     }
 
     fn allows_parameters(&self, op: AclOperation, data: &Map<String, Value>) -> bool {
@@ -773,7 +772,9 @@ impl super::Auth {
     pub async fn put_policy(&self, name: &str, text: &str) -> Result<(), super::Error> {
         check_policy_name(name)?;
         if name == "root" {
-            return Err(super::Error::Invalid("cannot update the root policy".into()));
+            return Err(super::Error::Invalid(
+                "cannot update the root policy".into(),
+            ));
         }
         let policy = Policy::parse(text)
             .map_err(|e| super::Error::Invalid(format!("failed to parse policy: {e}")))?;
@@ -782,7 +783,9 @@ impl super::Auth {
         })
         .map_err(|e| super::Error::Internal(e.to_string()))?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.store.put_object(POLICY_KIND, "", name, &body, now).await?;
+        self.store
+            .put_object(POLICY_KIND, "", name, &body, now)
+            .await?;
         self.cache.put_policy(name, &std::sync::Arc::new(policy));
         Ok(())
     }

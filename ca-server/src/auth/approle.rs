@@ -48,7 +48,9 @@ impl AppRole {
     /// No role may hand out root; a negative use count means nothing.
     pub fn validate(&self) -> Result<(), Error> {
         if self.secret_id_num_uses < 0 {
-            return Err(Error::Invalid("secret_id_num_uses cannot be negative".into()));
+            return Err(Error::Invalid(
+                "secret_id_num_uses cannot be negative".into(),
+            ));
         }
         super::kubernetes::refuse_root_policy(&self.token_policies)
     }
@@ -81,7 +83,12 @@ fn now() -> i64 {
 
 impl Auth {
     /// Creates or updates a role; its role ID survives updates.
-    pub async fn put_approle(&self, mount: &str, name: &str, mut role: AppRole) -> Result<(), Error> {
+    pub async fn put_approle(
+        &self,
+        mount: &str,
+        name: &str,
+        mut role: AppRole,
+    ) -> Result<(), Error> {
         role.validate()?;
         role.role_id = match self.json::<AppRole>(ROLE_KIND, mount, name).await? {
             Some(existing) if !existing.role_id.is_empty() => existing.role_id,
@@ -93,7 +100,10 @@ impl Auth {
     /// Issues a secret ID for a role.
     pub async fn approle_secret_id(&self, mount: &str, name: &str) -> Result<SecretId, Error> {
         let role: AppRole = self.json(ROLE_KIND, mount, name).await?.ok_or_else(|| {
-            Error::Invalid(format!("role \"{}\" does not exist", crate::policy::shorten(name)))
+            Error::Invalid(format!(
+                "role \"{}\" does not exist",
+                crate::policy::shorten(name)
+            ))
         })?;
         let secret_id = uuid::Uuid::new_v4().to_string();
         let ttl = role.secret_id_ttl;

@@ -65,7 +65,10 @@ impl CertRole {
             .unwrap_or_default()
             .to_owned();
         let cn_ok = self.allowed_common_names.is_empty()
-            || self.allowed_common_names.iter().any(|p| glob_matches(p, &cn));
+            || self
+                .allowed_common_names
+                .iter()
+                .any(|p| glob_matches(p, &cn));
         cn_ok.then_some(cn)
     }
 }
@@ -103,7 +106,10 @@ impl Auth {
                 });
             }
         }
-        tracing::info!(mount, "cert login refused: no role trusts the presented certificate");
+        tracing::info!(
+            mount,
+            "cert login refused: no role trusts the presented certificate"
+        );
         Err(Error::Denied)
     }
 }

@@ -53,7 +53,10 @@ impl KubernetesRole {
 
 /// Auth roles cannot grant root: the login would be refused anyway, so say so when it is written.
 pub(crate) fn refuse_root_policy(policies: &[String]) -> Result<(), Error> {
-    if policies.iter().any(|p| p.trim().eq_ignore_ascii_case("root")) {
+    if policies
+        .iter()
+        .any(|p| p.trim().eq_ignore_ascii_case("root"))
+    {
         return Err(Error::Invalid(
             "auth methods cannot create root tokens: remove \"root\" from token_policies".into(),
         ));
@@ -126,7 +129,8 @@ impl KubernetesConfig {
                 .ok_or_else(|| bad("pem_keys: RSA or ECDSA keys only".into()))?;
             keys.push((
                 None,
-                jwk.key().map_err(|e| bad(format!("pem_keys: {}", e.detail)))?,
+                jwk.key()
+                    .map_err(|e| bad(format!("pem_keys: {}", e.detail)))?,
             ));
         }
         if !self.jwks.is_empty() {
@@ -263,7 +267,9 @@ impl Auth {
 
     /// The mount's configuration, the reviewer JWT opened.
     pub async fn kubernetes_config(&self, mount: &str) -> Result<Option<KubernetesConfig>, Error> {
-        let Some(mut config) = self.json::<KubernetesConfig>(CONFIG_KIND, mount, "config").await?
+        let Some(mut config) = self
+            .json::<KubernetesConfig>(CONFIG_KIND, mount, "config")
+            .await?
         else {
             return Ok(None);
         };
@@ -281,15 +287,15 @@ impl Auth {
         role_name: &str,
         jwt: &str,
     ) -> Result<TokenSpec, Error> {
-        let role: KubernetesRole = self
-            .json(ROLE_KIND, mount, role_name)
-            .await?
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "invalid role name \"{}\"",
-                    crate::policy::shorten(role_name)
-                ))
-            })?;
+        let role: KubernetesRole =
+            self.json(ROLE_KIND, mount, role_name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "invalid role name \"{}\"",
+                        crate::policy::shorten(role_name)
+                    ))
+                })?;
         let config = self
             .kubernetes_config(mount)
             .await?
@@ -320,8 +326,9 @@ impl Auth {
             let claims = verify_jwt(jwt, &keys).ok_or_else(|| denied("signature"))?;
             service_account(&claims, &config, &role).map_err(denied)?
         };
-        let bound =
-            |patterns: &[String], value: &str| patterns.iter().any(|p| p == "*" || glob_matches(p, value));
+        let bound = |patterns: &[String], value: &str| {
+            patterns.iter().any(|p| p == "*" || glob_matches(p, value))
+        };
         if !bound(&role.bound_service_account_names, &account.name)
             || !bound(&role.bound_service_account_namespaces, &account.namespace)
         {

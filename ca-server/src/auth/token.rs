@@ -132,7 +132,11 @@ pub enum Origin<'a> {
 impl Auth {
     /// Mints a token for `origin` under the root-token and subset rules. Returns the secret (shown
     /// once) and the caller it authenticates.
-    pub async fn mint(&self, spec: TokenSpec, origin: Origin<'_>) -> Result<(String, Caller), Error> {
+    pub async fn mint(
+        &self,
+        spec: TokenSpec,
+        origin: Origin<'_>,
+    ) -> Result<(String, Caller), Error> {
         let mut policies: Vec<String> = spec
             .policies
             .iter()
@@ -218,7 +222,8 @@ impl Auth {
         let row = TokenRow {
             accessor: random_b64(18),
             token_hash: sha256_hex(&token),
-            policies: serde_json::to_string(&policies).map_err(|e| Error::Internal(e.to_string()))?,
+            policies: serde_json::to_string(&policies)
+                .map_err(|e| Error::Internal(e.to_string()))?,
             display_name: display_name.to_owned(),
             meta: Value::Object(meta).to_string(),
             created_at: now(),

@@ -5,9 +5,9 @@
 //! (Boulder lints the same way, before its real signature). Policy has already decided what the
 //! caller may have; this module checks what the certificate *says*, against RFC 5280 and the
 //! profile, so that a bug or a gap in any caller's policy cannot produce a certificate that breaks
-//! them: names of valid syntax and bounded size, no control characters, a common name that is one
-//! of the SANs where clients may read it as a host name, validity inside the issuer's, and exactly
-//! the extensions the profile defines.
+//! them: names of valid syntax and bounded size, no control characters, a server certificate's
+//! common name among its SANs when it reads as a host name or address, validity inside the
+//! issuer's, and exactly the extensions the profile defines.
 //!
 //! It never decides *who* may have a name; that is [`crate::policy`]'s job.
 
@@ -533,9 +533,13 @@ fn check_profile(
         }
         _ => {}
     }
-    // A client may read the CN of a server certificate as a host name: it must be a SAN too.
+    // A client may read the CN of a server certificate as a host name: one that reads as a host
+    // name (a dotted DNS name, an IP address) or an e-mail address must be a SAN too. Labels such
+    // as kubeadm's `kube-apiserver` or the kubelet's `system:node:<name>` name a component, not
+    // a host, and stay as they are.
     if let Some(cn) = common_name
         && expect.profile.server_auth()
+        && reads_as_a_host(cn)
     {
         let in_sans = names.dns.iter().any(|d| d.eq_ignore_ascii_case(cn))
             || names
@@ -548,6 +552,12 @@ fn check_profile(
         }
     }
     Ok(())
+}
+
+fn reads_as_a_host(cn: &str) -> bool {
+    cn.contains('@')
+        || cn.parse::<std::net::IpAddr>().is_ok()
+        || (cn.contains('.') && normalize_dns_name(cn).is_some())
 }
 
 /// The issuing key behind the gate: rcgen passes `sign` the TBSCertificate; the key signs only

@@ -645,7 +645,10 @@ fn san_list(req: &CertificateRequest) -> Result<SanList, IssueError> {
     sans.extend(req.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
     let mut spiffe_id = None;
     for uri in &req.uris {
-        if uri.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("spiffe://")) {
+        if uri
+            .get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://"))
+        {
             let id = SpiffeId::parse(uri)
                 .map_err(|e| IssueError::Rejected(Violation::Names(e.to_string())))?;
             spiffe_id = Some(id.to_string());

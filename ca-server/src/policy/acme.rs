@@ -96,7 +96,11 @@ fn order_identifier(
         "ip" => {
             let ip: IpAddr = value.parse().map_err(|_| invalid(NameKind::Ip, value))?;
             if !server.allows_ip(ip) {
-                return Err(not_allowed(NameKind::Ip, &ip.to_string(), Authority::Server));
+                return Err(not_allowed(
+                    NameKind::Ip,
+                    &ip.to_string(),
+                    Authority::Server,
+                ));
             }
             Ok(OrderIdentifier {
                 kind: "ip",
@@ -285,7 +289,10 @@ mod tests {
         )
         .expect("allowed");
         assert_eq!(ok.len(), 3, "duplicates collapse: {ok:?}");
-        assert!(ok.iter().any(|i| i.wildcard && i.authorization_value == "x.team-a.example.test"));
+        assert!(
+            ok.iter()
+                .any(|i| i.wildcard && i.authorization_value == "x.team-a.example.test")
+        );
 
         let refused = order_identifiers(
             &server(),

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-
 /// Server-wide identifier policy for ACME.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,7 +87,8 @@ pub fn glob_matches(pattern: &str, value: &str) -> bool {
 impl IdentifierPolicy {
     /// Whether `name` (a normalised DNS name, possibly `*.`) is in a domain this CA issues for.
     pub fn allows_domain(&self, name: &str) -> bool {
-        self.allowed_domains.is_empty() || self.allowed_domains.iter().any(|p| domain_matches(p, name))
+        self.allowed_domains.is_empty()
+            || self.allowed_domains.iter().any(|p| domain_matches(p, name))
     }
 
     /// Whether `ip` is in a range this CA issues for.

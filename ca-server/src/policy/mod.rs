@@ -90,7 +90,7 @@ pub enum Rejection {
         value: String,
     },
     /// A valid name the rules do not grant.
-    #[error("{kind} {value} is not allowed by {by}")]
+    #[error("{}", not_allowed_message(*.kind, .value, *.by))]
     NotAllowed {
         /// What it is.
         kind: NameKind,
@@ -101,7 +101,7 @@ pub enum Rejection {
     },
     /// A kind of name the rules never grant here (IP SANs on a role without `allow_ip_sans`,
     /// URI SANs without a pattern, otherName…).
-    #[error("{kind}s are not allowed by {by}, but {value} was requested")]
+    #[error("{}", kind_not_allowed_message(*.kind, .value, *.by))]
     KindNotAllowed {
         /// What it is.
         kind: NameKind,
@@ -139,7 +139,9 @@ pub enum Rejection {
     #[error("the CSR must not use the account key")]
     AccountKey,
     /// The CSR's names are not the order's.
-    #[error("the CSR names must equal the order's identifiers (not ordered: {extra:?}; missing: {missing:?})")]
+    #[error(
+        "the CSR names must equal the order's identifiers (not ordered: {extra:?}; missing: {missing:?})"
+    )]
     NamesDiffer {
         /// Requested but not ordered.
         extra: Vec<String>,
@@ -173,6 +175,37 @@ impl Rejection {
             self,
             Rejection::NotOwnIdentity { .. } | Rejection::NoWorkloadIdentity
         )
+    }
+}
+
+/// Vault's own wording for role refusals (clients and operators search logs for it).
+fn not_allowed_message(kind: NameKind, value: &str, by: Authority) -> String {
+    match (by, kind) {
+        (Authority::Role, NameKind::CommonName) => {
+            format!("common name {value} not allowed by this role")
+        }
+        (Authority::Role, NameKind::Dns | NameKind::Email) => {
+            format!("subject alternate name {value} not allowed by this role")
+        }
+        (Authority::Role, NameKind::Uri) => {
+            format!("URI Subject Alternative Name {value} not allowed by this role")
+        }
+        _ => format!("{kind} {value} is not allowed by {by}"),
+    }
+}
+
+fn kind_not_allowed_message(kind: NameKind, value: &str, by: Authority) -> String {
+    match (by, kind) {
+        (Authority::Role, NameKind::Ip) => format!(
+            "IP Subject Alternative Names are not allowed in this role, but was provided {value}"
+        ),
+        (Authority::Role, NameKind::Uri) => format!(
+            "URI Subject Alternative Names are not allowed in this role, but were provided {value}"
+        ),
+        (Authority::Role, NameKind::Other) => {
+            format!("requested other SANs are not supported by this CA: {value}")
+        }
+        _ => format!("{kind}s are not allowed by {by}, but {value} was requested"),
     }
 }
 

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{Authority, NameKind, Rejection, glob_matches, invalid, not_allowed, shorten};
-use crate::issuer::{CertificateRequest, KeyAlgorithm, Profile, Subject, SubjectPublicKey, VerifiedCsr};
+use crate::issuer::{
+    CertificateRequest, KeyAlgorithm, Profile, Subject, SubjectPublicKey, VerifiedCsr,
+};
 use crate::names::{normalize_dns_name, normalize_email};
 use crate::spiffe::SpiffeId;
 
@@ -224,7 +226,8 @@ impl Role {
         let local = |d: &str| base == d || base.ends_with(&format!(".{d}"));
         if self.allow_localhost
             && (local("localhost") || local("localdomain"))
-            && (self.allow_subdomains || (!wildcard && (base == "localhost" || base == "localdomain")))
+            && (self.allow_subdomains
+                || (!wildcard && (base == "localhost" || base == "localdomain")))
         {
             return true;
         }
@@ -272,15 +275,25 @@ impl Role {
 
     /// The profile a request gets: the role's, SPIFFE for identity roles and SPIFFE-only
     /// requests, otherwise from `server_flag`/`client_flag`.
-    fn profile_for(&self, dns: &[String], ips: &[IpAddr], uris: &[String]) -> Result<Profile, Rejection> {
+    fn profile_for(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+        uris: &[String],
+    ) -> Result<Profile, Rejection> {
         if !self.profile.is_empty() {
             return self
                 .profile
                 .parse()
-                .map_err(|e: crate::issuer::profile::UnknownProfile| Rejection::Profile(e.to_string()));
+                .map_err(|e: crate::issuer::profile::UnknownProfile| {
+                    Rejection::Profile(e.to_string())
+                });
         }
         if self.spiffe_from_identity
-            || (dns.is_empty() && ips.is_empty() && uris.len() == 1 && uris[0].starts_with("spiffe://"))
+            || (dns.is_empty()
+                && ips.is_empty()
+                && uris.len() == 1
+                && uris[0].starts_with("spiffe://"))
         {
             return Ok(Profile::Spiffe);
         }
@@ -325,7 +338,9 @@ pub fn decide(role: &Role, ctx: &Context<'_>, req: SignRequest) -> Result<Decisi
     };
     let (mut dns, mut ips, mut uris, mut emails) = match csr {
         Some(c) if verbatim || role.use_csr_sans => {
-            if !verbatim && !(req.alt_names.is_empty() && req.ip_sans.is_empty() && req.uri_sans.is_empty()) {
+            let asked_for_sans =
+                !(req.alt_names.is_empty() && req.ip_sans.is_empty() && req.uri_sans.is_empty());
+            if !verbatim && asked_for_sans {
                 warnings.push("the alt_names field was provided but the role is set with \"use_csr_sans\" set to true".into());
             }
             (
@@ -451,7 +466,9 @@ pub fn decide(role: &Role, ctx: &Context<'_>, req: SignRequest) -> Result<Decisi
     // Lifetime: the request's TTL up to the role's max_ttl (truncated with a warning, as Vault
     // does), else the role's TTL, else the profile's default shortened to max_ttl.
     let max = (role.max_ttl > 0).then(|| Duration::from_secs(role.max_ttl));
-    let mut ttl = req.ttl.or((role.ttl > 0).then(|| Duration::from_secs(role.ttl)));
+    let mut ttl = req
+        .ttl
+        .or((role.ttl > 0).then(|| Duration::from_secs(role.ttl)));
     if let (Some(t), Some(m)) = (ttl, max)
         && t > m
     {
@@ -462,8 +479,7 @@ pub fn decide(role: &Role, ctx: &Context<'_>, req: SignRequest) -> Result<Decisi
         ));
         ttl = Some(m);
     }
-    request.lifetime =
-        ttl.or(max.filter(|m| *m < ctx.settings.lifetime(profile).default));
+    request.lifetime = ttl.or(max.filter(|m| *m < ctx.settings.lifetime(profile).default));
     request.not_after = req.not_after;
     request.not_before =
         Some(OffsetDateTime::now_utc() - Duration::from_secs(role.not_before_duration));

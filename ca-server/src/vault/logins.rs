@@ -24,14 +24,24 @@ pub static KUBERNETES: &[Route] = &[
     public!("login", ops::WRITE, kubernetes_login),
     token!("config", ops::READ_WRITE, kubernetes_config),
     token!("role", ops::LIST, list_kubernetes_roles),
-    token!("role/+", ops::CRUD, kubernetes_role, existence(kubernetes::ROLE_KIND)),
+    token!(
+        "role/+",
+        ops::CRUD,
+        kubernetes_role,
+        existence(kubernetes::ROLE_KIND)
+    ),
 ];
 
 /// AppRole auth mounts.
 pub static APPROLE: &[Route] = &[
     public!("login", ops::WRITE, approle_login),
     token!("role", ops::LIST, list_approles),
-    token!("role/+", ops::CRUD, approle_role, existence(approle::ROLE_KIND)),
+    token!(
+        "role/+",
+        ops::CRUD,
+        approle_role,
+        existence(approle::ROLE_KIND)
+    ),
     token!("role/+/role-id", ops::READ, approle_role_id),
     token!("role/+/secret-id", ops::WRITE, approle_secret_id),
 ];
@@ -165,7 +175,10 @@ async fn kubernetes_config(
                 kubernetes_ca_cert: string_field(d, "kubernetes_ca_cert"),
                 token_reviewer_jwt: string_field(d, "token_reviewer_jwt"),
             };
-            state.auth.put_kubernetes_config(&call.mount, config).await?;
+            state
+                .auth
+                .put_kubernetes_config(&call.mount, config)
+                .await?;
             no_content()
         }
         _ => {
@@ -272,7 +285,11 @@ async fn approle_role_id(
                 crate::policy::shorten(call.param(0))
             ))
         })?;
-    Ok(envelope(Some(json!({"role_id": role.role_id})), vec![], None))
+    Ok(envelope(
+        Some(json!({"role_id": role.role_id})),
+        vec![],
+        None,
+    ))
 }
 
 async fn approle_secret_id(
@@ -305,12 +322,20 @@ async fn cert_login(state: &VaultState, call: &Call) -> Result<Response, VaultEr
     let name = string_field(&call.data, "name");
     let spec = state
         .auth
-        .cert_login(&call.mount, Some(name.as_str()).filter(|n| !n.is_empty()), &leaf)
+        .cert_login(
+            &call.mount,
+            Some(name.as_str()).filter(|n| !n.is_empty()),
+            &leaf,
+        )
         .await?;
     login(state, spec).await
 }
 
-async fn cert_role(state: &VaultState, call: &Call, _: &Authorized) -> Result<Response, VaultError> {
+async fn cert_role(
+    state: &VaultState,
+    call: &Call,
+    _: &Authorized,
+) -> Result<Response, VaultError> {
     crud(
         state,
         call,

@@ -311,7 +311,12 @@ async fn acl_operation(
         Operation::Write => match route.existence {
             Some(e) => {
                 let mount = e.mount.unwrap_or(call.mount.as_str());
-                if state.store.object(e.kind, mount, call.param(0)).await?.is_some() {
+                if state
+                    .store
+                    .object(e.kind, mount, call.param(0))
+                    .await?
+                    .is_some()
+                {
                     AclOperation::Update
                 } else {
                     AclOperation::Create

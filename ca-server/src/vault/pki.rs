@@ -127,7 +127,9 @@ async fn cert_ca(state: &VaultState, _: &Call) -> Result<Response, VaultError> {
 
 async fn cert_ca_chain(state: &VaultState, _: &Call) -> Result<Response, VaultError> {
     Ok(envelope(
-        Some(json!({"certificate": to_pem(state.issuance.ca().chain()), "ca_chain": chain_pems(state)})),
+        Some(
+            json!({"certificate": to_pem(state.issuance.ca().chain()), "ca_chain": chain_pems(state)}),
+        ),
         vec![],
         None,
     ))
@@ -183,7 +185,11 @@ async fn cert_raw_pem(state: &VaultState, call: &Call) -> Result<Response, Vault
     read_cert(state, call.param(0), CertForm::Pem).await
 }
 
-async fn read_cert(state: &VaultState, serial: &str, form: CertForm) -> Result<Response, VaultError> {
+async fn read_cert(
+    state: &VaultState,
+    serial: &str,
+    form: CertForm,
+) -> Result<Response, VaultError> {
     if serial == "ca_chain" {
         return Ok(envelope(
             Some(json!({"certificate": to_pem(state.issuance.ca().chain())})),
@@ -238,7 +244,9 @@ async fn read_cert(state: &VaultState, serial: &str, form: CertForm) -> Result<R
 async fn issuers(state: &VaultState, _: &Call) -> Result<Response, VaultError> {
     let id = state.issuance.ca().issuer_id().to_owned();
     Ok(envelope(
-        Some(json!({"keys": [id.clone()], "key_info": {id: {"issuer_name": "default", "is_default": true}}})),
+        Some(
+            json!({"keys": [id.clone()], "key_info": {id: {"issuer_name": "default", "is_default": true}}}),
+        ),
         vec![],
         None,
     ))
@@ -269,7 +277,9 @@ async fn issuer_json(state: &VaultState, call: &Call) -> Result<Response, VaultE
     check_issuer_ref(state, call.param(0))?;
     let body = issuer_body(state);
     Ok(envelope(
-        Some(json!({"certificate": body["certificate"], "ca_chain": body["ca_chain"], "issuer_id": body["issuer_id"]})),
+        Some(
+            json!({"certificate": body["certificate"], "ca_chain": body["ca_chain"], "issuer_id": body["issuer_id"]}),
+        ),
         vec![],
         None,
     ))
@@ -311,7 +321,11 @@ async fn certs(state: &VaultState, _: &Call, _: &Authorized) -> Result<Response,
     list_response(keys)
 }
 
-async fn list_roles(state: &VaultState, call: &Call, _: &Authorized) -> Result<Response, VaultError> {
+async fn list_roles(
+    state: &VaultState,
+    call: &Call,
+    _: &Authorized,
+) -> Result<Response, VaultError> {
     list_response(state.store.object_names(ROLE_KIND, &call.mount).await?)
 }
 
@@ -375,7 +389,11 @@ fn role_json(role: &Role) -> Value {
     v
 }
 
-async fn load_role(state: &VaultState, mount: &str, name: &str) -> Result<Option<Role>, VaultError> {
+async fn load_role(
+    state: &VaultState,
+    mount: &str,
+    name: &str,
+) -> Result<Option<Role>, VaultError> {
     if let Some(body) = state.auth.cache.object(ROLE_KIND, mount, name) {
         return serde_json::from_str(&body)
             .map(Some)
@@ -443,12 +461,20 @@ async fn sign_verbatim(
     counted(state, call, who, Mode::Verbatim, role).await
 }
 
-async fn issuer_sign(state: &VaultState, call: &Call, who: &Authorized) -> Result<Response, VaultError> {
+async fn issuer_sign(
+    state: &VaultState,
+    call: &Call,
+    who: &Authorized,
+) -> Result<Response, VaultError> {
     check_issuer_ref(state, call.param(0))?;
     counted(state, call, who, Mode::Sign, Some(call.param(1))).await
 }
 
-async fn issuer_issue(state: &VaultState, call: &Call, who: &Authorized) -> Result<Response, VaultError> {
+async fn issuer_issue(
+    state: &VaultState,
+    call: &Call,
+    who: &Authorized,
+) -> Result<Response, VaultError> {
     check_issuer_ref(state, call.param(0))?;
     counted(state, call, who, Mode::Issue, Some(call.param(1))).await
 }
@@ -549,10 +575,7 @@ async fn sign_checked(
     let role = match role_name {
         None => Role::verbatim(),
         Some(name) => load_role(state, &call.mount, name).await?.ok_or_else(|| {
-            VaultError::bad_request(format!(
-                "unknown role: {}",
-                crate::policy::shorten(name)
-            ))
+            VaultError::bad_request(format!("unknown role: {}", crate::policy::shorten(name)))
         })?,
     };
     let data = &call.data;

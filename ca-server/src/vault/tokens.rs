@@ -39,9 +39,10 @@ pub fn auth_object(token: &str, caller: &Caller) -> Value {
 /// A token's description, as `lookup` answers (`id` only for the caller's own token).
 fn lookup_data(caller: &Caller, id: &str) -> Value {
     let rfc3339 = |t: i64| {
-        OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        OffsetDateTime::from_unix_timestamp(t).ok().and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
     };
     json!({
         "accessor": caller.accessor, "creation_time": caller.created_at,
@@ -54,7 +55,11 @@ fn lookup_data(caller: &Caller, id: &str) -> Value {
     })
 }
 
-async fn lookup_self(_: &VaultState, call: &Call, who: &Authorized) -> Result<Response, VaultError> {
+async fn lookup_self(
+    _: &VaultState,
+    call: &Call,
+    who: &Authorized,
+) -> Result<Response, VaultError> {
     Ok(envelope(
         Some(lookup_data(who.caller(), call.token().unwrap_or_default())),
         vec![],
@@ -96,7 +101,11 @@ async fn create_orphan(
     Ok(envelope(None, vec![], Some(auth_object(&token, &child))))
 }
 
-async fn revoke_self(state: &VaultState, _: &Call, who: &Authorized) -> Result<Response, VaultError> {
+async fn revoke_self(
+    state: &VaultState,
+    _: &Call,
+    who: &Authorized,
+) -> Result<Response, VaultError> {
     state.auth.revoke(&who.caller().accessor).await?;
     no_content()
 }

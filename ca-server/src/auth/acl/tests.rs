@@ -31,9 +31,17 @@ fn comments_grant_nothing() {
     assert_eq!(policy.rules.len(), 1);
     let acl = Acl::new([&policy]);
     for path in ["pki_int/issue/web", "pki_int/sign/web", "sys/policy/admin"] {
-        assert!(!allowed(&acl, path, AclOperation::Update, json!({})), "{path}");
+        assert!(
+            !allowed(&acl, path, AclOperation::Update, json!({})),
+            "{path}"
+        );
     }
-    assert!(allowed(&acl, "pki_int/roles/web", AclOperation::Read, json!({})));
+    assert!(allowed(
+        &acl,
+        "pki_int/roles/web",
+        AclOperation::Read,
+        json!({})
+    ));
 }
 
 #[test]
@@ -53,15 +61,59 @@ fn parameter_constraints_are_enforced() {
         }
     "#]);
     let op = AclOperation::Update;
-    assert!(allowed(&acl, "pki_int/issue/web", op, json!({"common_name": "web.default.svc"})));
-    assert!(allowed(&acl, "pki_int/issue/web", op, json!({"common_name": "x.team-a.svc", "ttl": "1h"})));
-    assert!(!allowed(&acl, "pki_int/issue/web", op, json!({"common_name": "ceo.bank.example"})));
-    assert!(!allowed(&acl, "pki_int/issue/web", op, json!({"common_name": "web.default.svc", "alt_names": "x"})), "unlisted keys are refused");
+    assert!(allowed(
+        &acl,
+        "pki_int/issue/web",
+        op,
+        json!({"common_name": "web.default.svc"})
+    ));
+    assert!(allowed(
+        &acl,
+        "pki_int/issue/web",
+        op,
+        json!({"common_name": "x.team-a.svc", "ttl": "1h"})
+    ));
+    assert!(!allowed(
+        &acl,
+        "pki_int/issue/web",
+        op,
+        json!({"common_name": "ceo.bank.example"})
+    ));
+    assert!(
+        !allowed(
+            &acl,
+            "pki_int/issue/web",
+            op,
+            json!({"common_name": "web.default.svc", "alt_names": "x"})
+        ),
+        "unlisted keys are refused"
+    );
     assert!(allowed(&acl, "pki_int/sign/web", op, json!({"csr": "…"})));
-    assert!(!allowed(&acl, "pki_int/sign/web", op, json!({"csr": "…", "alt_names": "a"})));
-    assert!(!allowed(&acl, "pki_int/sign/web", op, json!({"csr": "…", "TTL": "8760h"})), "keys compare case-insensitively");
-    assert!(allowed(&acl, "pki_int/sign/web", op, json!({"csr": "…", "ttl": "1h"})));
-    assert!(!allowed(&acl, "pki_int/sign/web", op, json!({"common_name": "a"})), "csr is required");
+    assert!(!allowed(
+        &acl,
+        "pki_int/sign/web",
+        op,
+        json!({"csr": "…", "alt_names": "a"})
+    ));
+    assert!(
+        !allowed(
+            &acl,
+            "pki_int/sign/web",
+            op,
+            json!({"csr": "…", "TTL": "8760h"})
+        ),
+        "keys compare case-insensitively"
+    );
+    assert!(allowed(
+        &acl,
+        "pki_int/sign/web",
+        op,
+        json!({"csr": "…", "ttl": "1h"})
+    ));
+    assert!(
+        !allowed(&acl, "pki_int/sign/web", op, json!({"common_name": "a"})),
+        "csr is required"
+    );
 }
 
 #[test]
@@ -94,8 +146,18 @@ fn json_and_legacy_forms() {
         r#"path "pki/tidy" { policy = "write" }"#,
     ]);
     assert!(allowed(&acl, "pki/sign/x", AclOperation::Update, json!({})));
-    assert!(allowed(&acl, "pki/roles/web", AclOperation::List, json!({})));
-    assert!(!allowed(&acl, "pki/roles/web", AclOperation::Update, json!({})));
+    assert!(allowed(
+        &acl,
+        "pki/roles/web",
+        AclOperation::List,
+        json!({})
+    ));
+    assert!(!allowed(
+        &acl,
+        "pki/roles/web",
+        AclOperation::Update,
+        json!({})
+    ));
     assert!(allowed(&acl, "pki/tidy", AclOperation::Create, json!({})));
 }
 
@@ -108,10 +170,30 @@ fn the_most_specific_rule_wins_and_deny_wins_its_pattern() {
            path "sys/policy/*" { capabilities = ["update"] }"#,
     ]);
     let op = AclOperation::Update;
-    assert!(allowed(&broad_allow_narrow_deny, "pki_int/sign/web", op, json!({})));
-    assert!(!allowed(&broad_allow_narrow_deny, "pki_int/sign/admin", op, json!({})));
-    assert!(!allowed(&broad_allow_narrow_deny, "sys/policy/admin", op, json!({})));
-    assert!(allowed(&broad_allow_narrow_deny, "sys/policy/other", op, json!({})));
+    assert!(allowed(
+        &broad_allow_narrow_deny,
+        "pki_int/sign/web",
+        op,
+        json!({})
+    ));
+    assert!(!allowed(
+        &broad_allow_narrow_deny,
+        "pki_int/sign/admin",
+        op,
+        json!({})
+    ));
+    assert!(!allowed(
+        &broad_allow_narrow_deny,
+        "sys/policy/admin",
+        op,
+        json!({})
+    ));
+    assert!(allowed(
+        &broad_allow_narrow_deny,
+        "sys/policy/other",
+        op,
+        json!({})
+    ));
 
     // Vault's priority: later first wildcard, then no glob, then fewer +, then longer.
     let ranked = acl(&[r#"
@@ -120,38 +202,83 @@ fn the_most_specific_rule_wins_and_deny_wins_its_pattern() {
         path "secret/a/*" { capabilities = ["update"] }
         path "secret/+/+" { capabilities = ["list"] }
     "#]);
-    assert!(allowed(&ranked, "secret/a/x", AclOperation::Update, json!({})), "secret/a/* starts its wildcard later");
-    assert!(allowed(&ranked, "secret/b/x", AclOperation::Read, json!({})), "fewer + wins");
-    assert!(allowed(&ranked, "secret/b/y", AclOperation::List, json!({})));
-    assert!(!allowed(&ranked, "secret/b/y/z", AclOperation::Read, json!({})), "secret/* denies");
+    assert!(
+        allowed(&ranked, "secret/a/x", AclOperation::Update, json!({})),
+        "secret/a/* starts its wildcard later"
+    );
+    assert!(
+        allowed(&ranked, "secret/b/x", AclOperation::Read, json!({})),
+        "fewer + wins"
+    );
+    assert!(allowed(
+        &ranked,
+        "secret/b/y",
+        AclOperation::List,
+        json!({})
+    ));
+    assert!(
+        !allowed(&ranked, "secret/b/y/z", AclOperation::Read, json!({})),
+        "secret/* denies"
+    );
 
     // Same pattern in two policies: capabilities join; a deny leaves only deny.
     let joined = acl(&[
         r#"path "pki/issue/web" { capabilities = ["read"] }"#,
         r#"path "pki/issue/web" { capabilities = ["update"] }"#,
     ]);
-    assert!(allowed(&joined, "pki/issue/web", AclOperation::Update, json!({})));
-    assert!(allowed(&joined, "pki/issue/web", AclOperation::Read, json!({})));
+    assert!(allowed(
+        &joined,
+        "pki/issue/web",
+        AclOperation::Update,
+        json!({})
+    ));
+    assert!(allowed(
+        &joined,
+        "pki/issue/web",
+        AclOperation::Read,
+        json!({})
+    ));
     let denied = acl(&[
         r#"path "pki/issue/web" { capabilities = ["update"] }"#,
         r#"path "pki/issue/web" { capabilities = ["deny"] }"#,
     ]);
-    assert!(!allowed(&denied, "pki/issue/web", AclOperation::Update, json!({})));
+    assert!(!allowed(
+        &denied,
+        "pki/issue/web",
+        AclOperation::Update,
+        json!({})
+    ));
     assert_eq!(denied.capabilities("pki/issue/web"), vec!["deny"]);
 }
 
 #[test]
 fn create_and_update_are_distinct() {
     let acl = acl(&[r#"path "pki/roles/+" { capabilities = ["create"] }"#]);
-    assert!(allowed(&acl, "pki/roles/new", AclOperation::Create, json!({})));
-    assert!(!allowed(&acl, "pki/roles/new", AclOperation::Update, json!({})));
-    assert!(!allowed(&acl, "pki/roles/a/b", AclOperation::Create, json!({})), "+ is one segment");
+    assert!(allowed(
+        &acl,
+        "pki/roles/new",
+        AclOperation::Create,
+        json!({})
+    ));
+    assert!(!allowed(
+        &acl,
+        "pki/roles/new",
+        AclOperation::Update,
+        json!({})
+    ));
+    assert!(
+        !allowed(&acl, "pki/roles/a/b", AclOperation::Create, json!({})),
+        "+ is one segment"
+    );
 }
 
 #[test]
 fn an_empty_acl_denies_and_root_allows() {
     let none = Acl::new([]);
-    assert_eq!(none.check("sys/health", AclOperation::Read, &Map::new()), Decision::Denied);
+    assert_eq!(
+        none.check("sys/health", AclOperation::Read, &Map::new()),
+        Decision::Denied
+    );
     assert_eq!(
         Acl::root().check("anything/at/all", AclOperation::Delete, &Map::new()),
         Decision::Allowed { sudo: true }

@@ -52,7 +52,9 @@ fn decide_as(
 }
 
 fn svc_role() -> Role {
-    role(json!({"allowed_domains": ["svc.cluster.local"], "allow_subdomains": true, "key_type": "any"}))
+    role(
+        json!({"allowed_domains": ["svc.cluster.local"], "allow_subdomains": true, "key_type": "any"}),
+    )
 }
 
 #[test]
@@ -60,18 +62,27 @@ fn vault_name_rules() {
     let r = role(json!({"allowed_domains": ["example.com"], "allow_subdomains": true}));
     assert!(r.allows_name("a.example.com"));
     assert!(r.allows_name("*.example.com"));
-    assert!(!r.allows_name("example.com"), "bare domain needs allow_bare_domains");
+    assert!(
+        !r.allows_name("example.com"),
+        "bare domain needs allow_bare_domains"
+    );
     assert!(!r.allows_name("a.example.org"));
     assert!(!r.allows_name("evilexample.com"));
     assert!(r.allows_name("localhost"));
     let bare = role(json!({"allowed_domains": ["example.com"], "allow_bare_domains": true}));
     assert!(bare.allows_name("example.com") && !bare.allows_name("a.example.com"));
-    let glob = role(json!({"allowed_domains": ["*.svc.cluster.local"], "allow_glob_domains": true}));
+    let glob =
+        role(json!({"allowed_domains": ["*.svc.cluster.local"], "allow_glob_domains": true}));
     assert!(glob.allows_name("web.default.svc.cluster.local"));
     let any = role(json!({"allow_any_name": true}));
     assert!(any.allows_name("anything.test"));
-    assert!(!any.allows_name("not a host"), "enforce_hostnames still applies");
-    let no_wild = role(json!({"allowed_domains": ["example.com"], "allow_subdomains": true, "allow_wildcard_certificates": false}));
+    assert!(
+        !any.allows_name("not a host"),
+        "enforce_hostnames still applies"
+    );
+    let no_wild = role(
+        json!({"allowed_domains": ["example.com"], "allow_subdomains": true, "allow_wildcard_certificates": false}),
+    );
     assert!(!no_wild.allows_name("*.example.com"));
 }
 
@@ -100,12 +111,21 @@ fn emails_follow_the_domain_rules() {
         request(Some("web.default.svc.cluster.local"), &["ceo@bank.example"]),
     )
     .expect_err("refused");
-    assert!(matches!(refused, Rejection::NotAllowed { kind: NameKind::Email, .. }));
+    assert!(matches!(
+        refused,
+        Rejection::NotAllowed {
+            kind: NameKind::Email,
+            ..
+        }
+    ));
     // Allowed ones are kept.
     let ok = decide_as(
         &r,
         None,
-        request(Some("web.default.svc.cluster.local"), &["ops@team.svc.cluster.local"]),
+        request(
+            Some("web.default.svc.cluster.local"),
+            &["ops@team.svc.cluster.local"],
+        ),
     )
     .expect("allowed");
     assert_eq!(ok.request.emails, vec!["ops@team.svc.cluster.local"]);
@@ -113,7 +133,9 @@ fn emails_follow_the_domain_rules() {
 
 #[test]
 fn identity_roles_give_a_workload_its_own_id_and_nothing_else() {
-    let r = role(json!({"spiffe_from_identity": true, "require_cn": false, "key_type": "any", "allow_localhost": false}));
+    let r = role(
+        json!({"spiffe_from_identity": true, "require_cn": false, "key_type": "any", "allow_localhost": false}),
+    );
     let me = Workload {
         namespace: "payments",
         service_account: "api",
@@ -121,12 +143,19 @@ fn identity_roles_give_a_workload_its_own_id_and_nothing_else() {
     let mut req = request(None, &[]);
     req.uri_sans = vec!["spiffe://cluster.local/ns/payments/sa/api".into()];
     let ok = decide_as(&r, Some(me), req).expect("own id");
-    assert_eq!(ok.request.uris, vec!["spiffe://cluster.local/ns/payments/sa/api"]);
+    assert_eq!(
+        ok.request.uris,
+        vec!["spiffe://cluster.local/ns/payments/sa/api"]
+    );
     assert_eq!(ok.request.profile, Profile::Spiffe);
 
     let mut other = request(None, &[]);
     other.uri_sans = vec!["spiffe://cluster.local/ns/kube-system/sa/admin".into()];
-    assert!(decide_as(&r, Some(me), other).expect_err("not own").is_identity());
+    assert!(
+        decide_as(&r, Some(me), other)
+            .expect_err("not own")
+            .is_identity()
+    );
 
     let no_login = decide_as(&r, None, request(None, &[])).expect_err("no workload");
     assert_eq!(no_login, Rejection::NoWorkloadIdentity);
@@ -134,7 +163,10 @@ fn identity_roles_give_a_workload_its_own_id_and_nothing_else() {
     // Names the role does not grant do not ride along in the SVID.
     for extra in ["ceo@bank.example", "bank.example"] {
         let refused = decide_as(&r, Some(me), request(None, &[extra])).expect_err(extra);
-        assert!(matches!(refused, Rejection::NotAllowed { .. }), "{extra}: {refused:?}");
+        assert!(
+            matches!(refused, Rejection::NotAllowed { .. }),
+            "{extra}: {refused:?}"
+        );
     }
 }
 
@@ -149,33 +181,54 @@ fn key_types() {
         })
     );
     let any = role(json!({"key_type": "any"}));
-    assert!(any.check_key(KeyAlgorithm::EcdsaP256).is_ok() && any.check_key(KeyAlgorithm::Rsa(4096)).is_ok());
-    assert!(role(json!({"key_type": "ec", "key_bits": 384})).check_key(KeyAlgorithm::EcdsaP256).is_err());
+    assert!(
+        any.check_key(KeyAlgorithm::EcdsaP256).is_ok()
+            && any.check_key(KeyAlgorithm::Rsa(4096)).is_ok()
+    );
+    assert!(
+        role(json!({"key_type": "ec", "key_bits": 384}))
+            .check_key(KeyAlgorithm::EcdsaP256)
+            .is_err()
+    );
 }
 
 #[test]
 fn ips_uris_and_other_sans() {
-    let r = role(json!({"allowed_domains": ["svc"], "allow_subdomains": true, "allow_ip_sans": false, "key_type": "any", "allowed_uri_sans": ["spiffe://cluster.local/ns/a/*"]}));
+    let r = role(
+        json!({"allowed_domains": ["svc"], "allow_subdomains": true, "allow_ip_sans": false, "key_type": "any", "allowed_uri_sans": ["spiffe://cluster.local/ns/a/*"]}),
+    );
     let mut ip = request(Some("a.svc"), &[]);
     ip.ip_sans = vec!["10.0.0.1".into()];
     assert!(matches!(
         decide_as(&r, None, ip).expect_err("ip"),
-        Rejection::KindNotAllowed { kind: NameKind::Ip, .. }
+        Rejection::KindNotAllowed {
+            kind: NameKind::Ip,
+            ..
+        }
     ));
     let mut bad_ip = request(Some("a.svc"), &[]);
     bad_ip.ip_sans = vec!["10.0.0.300".into()];
-    assert!(matches!(decide_as(&r, None, bad_ip).expect_err("syntax"), Rejection::Invalid { .. }));
+    assert!(matches!(
+        decide_as(&r, None, bad_ip).expect_err("syntax"),
+        Rejection::Invalid { .. }
+    ));
     let mut uri = request(Some("a.svc"), &[]);
     uri.uri_sans = vec!["spiffe://cluster.local/ns/b/sa/x".into()];
     assert!(matches!(
         decide_as(&r, None, uri).expect_err("uri"),
-        Rejection::NotAllowed { kind: NameKind::Uri, .. }
+        Rejection::NotAllowed {
+            kind: NameKind::Uri,
+            ..
+        }
     ));
     let mut other = request(Some("a.svc"), &[]);
     other.other_sans = vec!["1.3.6.1.4.1.311.20.2.3;UTF8:admin@corp".into()];
     assert!(matches!(
         decide_as(&r, None, other).expect_err("other"),
-        Rejection::KindNotAllowed { kind: NameKind::Other, .. }
+        Rejection::KindNotAllowed {
+            kind: NameKind::Other,
+            ..
+        }
     ));
 }
 
