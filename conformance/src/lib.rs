@@ -12,6 +12,7 @@ pub mod openssl;
 pub mod postgres;
 pub mod server;
 pub mod tools;
+pub mod vault;
 
 use std::path::PathBuf;
 

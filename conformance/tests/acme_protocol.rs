@@ -1260,3 +1260,170 @@ async fn alternate_chains_for_a_cross_signed_issuing_ca() {
     let r = client.post(&format!("{cert_url}/2"), None).await;
     assert_problem(&r, 404, "malformed");
 }
+
+/// An EC P-256 CSR for `name` (DER), its key kept as `<file>.key`.
+fn ec_csr(dir: &Path, file: &str, name: &str) -> Vec<u8> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{file}.key"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{file}.der"),
+        ],
+    );
+    std::fs::read(dir.join(format!("{file}.der"))).expect("csr")
+}
+
+/// RFC 8555 §7.4: finalize is for ready orders only. A pending order, a finalized one and the
+/// loser of two concurrent finalizes all answer orderNotReady; only one certificate is issued,
+/// for the winner's key, and nobody else's CSR is ever answered with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_is_for_ready_orders_only() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let store = ledger(&env).await;
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let responder = Http01Responder::start(env.http01_port).await;
+
+    // Pending: not ready.
+    let r = client
+        .post(
+            &client.url("newOrder"),
+            Some(&json!({"identifiers": [{"type": "dns", "value": "pending.example.test"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let finalize = r.json()["finalize"].as_str().expect("finalize").to_owned();
+    let csr = ec_csr(work, "pending", "pending.example.test");
+    let before = certificate_count(&store).await;
+    assert_problem(
+        &client
+            .post(&finalize, Some(&json!({"csr": b64(&csr)})))
+            .await,
+        403,
+        "orderNotReady",
+    );
+
+    // Finalized once; a second CSR (another key) is refused and gets no certificate URL.
+    let (_, order) = validated_order(&mut client, &responder, &["once.example.test"]).await;
+    let finalize = order["finalize"].as_str().expect("finalize").to_owned();
+    let first = ec_csr(work, "first", "once.example.test");
+    let r = client
+        .post(&finalize, Some(&json!({"csr": b64(&first)})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = ec_csr(work, "second", "once.example.test");
+    let r = client
+        .post(&finalize, Some(&json!({"csr": b64(&second)})))
+        .await;
+    let doc = assert_problem(&r, 403, "orderNotReady");
+    assert!(doc.get("certificate").is_none(), "{doc}");
+    assert_eq!(certificate_count(&store).await, before + 1);
+
+    // Two finalizes at once, with different keys, over two connections.
+    let (order_url, order) = validated_order(&mut client, &responder, &["race.example.test"]).await;
+    let finalize = order["finalize"].as_str().expect("finalize").to_owned();
+    let a = ec_csr(work, "race-a", "race.example.test");
+    let b = ec_csr(work, "race-b", "race.example.test");
+    let body_a = client
+        .signed(&finalize, Some(&json!({"csr": b64(&a)})))
+        .await;
+    let body_b = client
+        .signed(&finalize, Some(&json!({"csr": b64(&b)})))
+        .await;
+    let (http_a, http_b) = (env.https(), env.https());
+    let (ra, rb) = tokio::join!(
+        http_a.request(
+            "POST",
+            &finalize,
+            Some("application/jose+json"),
+            body_a.to_string().into_bytes()
+        ),
+        http_b.request(
+            "POST",
+            &finalize,
+            Some("application/jose+json"),
+            body_b.to_string().into_bytes()
+        ),
+    );
+    let statuses = [ra.status, rb.status];
+    assert!(
+        statuses.contains(&200) && statuses.contains(&403),
+        "{statuses:?}: {} / {}",
+        ra.text(),
+        rb.text()
+    );
+    let (winner, loser) = if ra.status == 200 {
+        ("race-a", &rb)
+    } else {
+        ("race-b", &ra)
+    };
+    assert_problem(loser, 403, "orderNotReady");
+    assert_eq!(
+        certificate_count(&store).await,
+        before + 2,
+        "one certificate for the race"
+    );
+
+    let order = client.post(&order_url, None).await.json();
+    assert_eq!(order["status"], "valid");
+    let cert_url = order["certificate"]
+        .as_str()
+        .expect("certificate")
+        .to_owned();
+    let pem = client.post(&cert_url, None).await.text();
+    std::fs::write(work.join("race.pem"), &pem).expect("write");
+    let cert_key = openssl(work, &["x509", "-in", "race.pem", "-noout", "-pubkey"]);
+    let winner_key = openssl(work, &["pkey", "-in", &format!("{winner}.key"), "-pubout"]);
+    assert_eq!(
+        cert_key, winner_key,
+        "the certificate certifies the winner's key"
+    );
+}
+
+/// Every answer under /acme/ is a problem document or a resource, with a Replay-Nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_and_unknown_paths_answer_problems() {
+    let env = AcmeEnv::start("");
+    let http = env.https();
+    for (method, path, status) in [
+        ("GET", "/acme/new-order", 405),
+        ("PUT", "/acme/new-account", 405),
+        ("DELETE", "/acme/directory", 405),
+        ("POST", "/acme/directory", 405),
+        ("GET", "/acme/order/x/finalize", 405),
+        ("GET", "/acme/nope", 404),
+        ("POST", "/acme/order/x/finalize/extra", 404),
+        ("GET", "/acme", 404),
+    ] {
+        let r = http
+            .request(method, path, Some("application/jose+json"), b"{}".to_vec())
+            .await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        assert_eq!(r.json()["status"], status, "{method} {path}");
+        assert!(
+            r.header("replay-nonce").is_some(),
+            "{method} {path} carries a nonce"
+        );
+    }
+}

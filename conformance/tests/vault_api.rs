@@ -8,53 +8,12 @@
 
 use std::path::Path;
 
-use conformance::acme::{AccountKey, Https, Response};
+use conformance::acme::AccountKey;
 use conformance::kubernetes::service_account_token;
 use conformance::openssl::{openssl, p256_csr, pkcs8_key, verify};
 use conformance::server::CaServer;
+use conformance::vault::Vault;
 use serde_json::{Value, json};
-
-struct Vault {
-    http: Https,
-    token: String,
-}
-
-impl Vault {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
-        let mut headers = vec![("x-vault-request", "true")];
-        if let Some(t) = token {
-            headers.push(("x-vault-token", t));
-        }
-        // cert-manager never sets a Content-Type; neither do we.
-        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.http
-            .request_with(method, &format!("/v1/{path}"), &headers, None, body)
-            .await
-    }
-
-    /// `POST auth/kubernetes/login` with a service account token, as cert-manager does.
-    async fn kubernetes_login(&self, role: &str, jwt: &str) -> Response {
-        self.call(
-            "POST",
-            "auth/kubernetes/login",
-            None,
-            Some(json!({"role": role, "jwt": jwt})),
-        )
-        .await
-    }
-
-    async fn root(&self, method: &str, path: &str, body: Value) -> Response {
-        let r = self.call(method, path, Some(&self.token), Some(body)).await;
-        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
-        r
-    }
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -74,25 +33,13 @@ async fn setup(dir: &Path) -> (CaServer, Vault, AccountKey) {
 
 async fn setup_with(dir: &Path, server_args: &[&str]) -> (CaServer, Vault, AccountKey) {
     let server = CaServer::start(&dir.join("data"), server_args);
-    let token = std::fs::read_to_string(dir.join("data/root-token"))
-        .expect("root token written at init")
-        .trim()
-        .to_owned();
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.join("data/root-token"))
             .expect("stat")
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let (code, bundle) =
-        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url()));
-    assert_eq!(code, 200);
-    let http = Https::new(
-        server.https,
-        &format!("localhost:{}", server.https.port()),
-        &bundle,
-    );
-    let vault = Vault { http, token };
+    let vault = Vault::connect(&server);
 
     // The cluster's service-account signing key (see the module docs).
     let signer = AccountKey::rsa_from_pkcs8(&pkcs8_key(

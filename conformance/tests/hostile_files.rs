@@ -1,0 +1,243 @@
+//! The files attacked: modes of the data directory, the database and the keys; secrets that must
+//! not be readable from a copy of the database; CA material that must never be created or
+//! replaced without an explicit command (a missing key, an empty data directory against a
+//! database that belongs to a CA, another CA's files against it, `cert sign` where there is no
+//! CA).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use conformance::acme::b64_decode;
+use conformance::server::{CaServer, binary, run};
+use conformance::vault::Vault;
+use serde_json::json;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// `ca-server serve` expected to fail at start: returns its exit status and stderr.
+fn serve_fails(data: &Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("CA_SERVER_LOG", "warn")
+        .output()
+        .expect("run ca-server");
+    assert!(!out.status.success(), "serve started on {}", data.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn digest_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_private_and_sealed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let server = CaServer::start(&data, &[]);
+    let vault = Vault::connect(&server);
+
+    // A distinctive reviewer JWT, and an EAB key.
+    let reviewer = "eyJhbGciOiJSUzI1NiJ9.reviewer-secret-7f3a9c.c2lnbmF0dXJl";
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": "https://127.0.0.1:6443", "token_reviewer_jwt": reviewer}),
+        )
+        .await;
+    let config = vault
+        .call("GET", "auth/kubernetes/config", Some(&vault.token), None)
+        .await
+        .text();
+    assert!(
+        !config.contains("reviewer-secret"),
+        "never returned: {config}"
+    );
+    let out = run(&[
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "acme",
+        "eab",
+        "create",
+        "--kid",
+        "team-a",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac_text = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hmac_key:"))
+        .map(|k| k.trim().to_owned())
+        .expect("hmac_key");
+    let mac = b64_decode(&mac_text).expect("base64url");
+    let list = run(&[
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "acme",
+        "eab",
+        "list",
+    ]);
+    assert!(list.status.success());
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&mac_text),
+        "listing never shows MAC keys"
+    );
+
+    // Modes: the directory 0700, the database and its WAL 0600, keys and the token 0600.
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("ca")), 0o700);
+    for f in [
+        "ledger.db",
+        "ledger.db-wal",
+        "ca/issuing.key",
+        "ca/root.key",
+        "ca/seal.key",
+        "root-token",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+
+    // A copy of the database alone yields neither secret.
+    let root_token = std::fs::read_to_string(data.join("root-token")).expect("token");
+    let mut db = std::fs::read(data.join("ledger.db")).expect("db");
+    db.extend(std::fs::read(data.join("ledger.db-wal")).unwrap_or_default());
+    let contains = |needle: &[u8]| db.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(&mac), "the EAB MAC key is sealed");
+    assert!(
+        !contains(b"reviewer-secret-7f3a9c"),
+        "the reviewer JWT is sealed"
+    );
+    assert!(!contains(root_token.trim().as_bytes()), "tokens are hashed");
+
+    // Looser modes are reported at start.
+    drop(server);
+    std::fs::set_permissions(
+        data.join("ledger.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let server = CaServer::start(&data, &[]);
+    let warned = server
+        .log()
+        .iter()
+        .any(|l| l.contains("ledger.db") && l.contains("readable or writable by other users"));
+    assert!(warned, "{:#?}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_material_is_never_created_over_a_missing_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    drop(CaServer::start(&data, &[]));
+    let before = digest_dir(&data.join("ca"));
+
+    // The issuing key missing (a Secret mounted without that item): refuse, name the file.
+    let key = std::fs::read(data.join("ca/issuing.key")).expect("key");
+    std::fs::remove_file(data.join("ca/issuing.key")).expect("rm");
+    let err = serve_fails(&data, &[]);
+    assert!(
+        err.contains("issuing.key") && err.contains("missing"),
+        "{err}"
+    );
+    let mut expected = before.clone();
+    expected.retain(|(n, _)| n != "issuing.key");
+    assert_eq!(digest_dir(&data.join("ca")), expected, "nothing replaced");
+    // CLI commands do not create one either.
+    let out = run(&["--data-dir", data.to_str().expect("utf-8"), "token", "root"]);
+    assert!(!out.status.success());
+    std::fs::write(data.join("ca/issuing.key"), key).expect("restore");
+    std::fs::set_permissions(
+        data.join("ca/issuing.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+
+    // The certificate missing, the key present: refuse too.
+    let cert = std::fs::read(data.join("ca/issuing.crt")).expect("crt");
+    std::fs::remove_file(data.join("ca/issuing.crt")).expect("rm");
+    let err = serve_fails(&data, &[]);
+    assert!(err.contains("issuing.crt"), "{err}");
+    std::fs::write(data.join("ca/issuing.crt"), cert).expect("restore");
+
+    // root.key moved offline, as the docs advise: the server runs without it.
+    std::fs::remove_file(data.join("ca/root.key")).expect("rm");
+    drop(CaServer::start(&data, &[]));
+    assert_eq!(
+        digest_dir(&data.join("ca")).len(),
+        before.len() - 1,
+        "no root.key recreated"
+    );
+
+    // `cert sign` where there is no CA creates none.
+    let empty = tmp.path().join("elsewhere");
+    conformance::openssl::p256_csr(
+        tmp.path(),
+        "c",
+        "/CN=a.example.test",
+        Some("DNS:a.example.test"),
+    );
+    let out = run(&[
+        "--data-dir",
+        empty.to_str().expect("utf-8"),
+        "cert",
+        "sign",
+        "--csr",
+        tmp.path().join("c.csr").to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success(), "cert sign without a CA");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no CA in"));
+    assert!(!empty.join("ca").exists(), "no CA created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_belongs_to_one_ca() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("a");
+    drop(CaServer::start(&a, &[]));
+    let db = format!("sqlite://{}", a.join("ledger.db").display());
+
+    // An empty data directory against A's database: refuses instead of making a second root.
+    let empty = tmp.path().join("empty");
+    let err = serve_fails(&empty, &["--database-url", &db]);
+    assert!(err.contains("already belongs to one"), "{err}");
+    assert!(!empty.join("ca/issuing.crt").exists(), "no CA created");
+
+    // Another CA's files against A's database: refuses, naming the issuer it belongs to.
+    let b = tmp.path().join("b");
+    drop(CaServer::start(&b, &[]));
+    let err = serve_fails(&b, &["--database-url", &db]);
+    assert!(
+        err.contains("this database belongs to the issuing CA") && err.contains("Issuing CA"),
+        "{err}"
+    );
+    // A's own files still start against it.
+    drop(CaServer::start(&a, &["--database-url", &db]));
+}
