@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod http;
 pub mod issuer;
+pub mod jose;
 pub mod metrics;
 pub mod names;
 pub mod observe;

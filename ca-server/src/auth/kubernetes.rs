@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::token::TokenSpec;
 use super::{Auth, Error};
-use crate::acme::jws::{AccountKey, Jwk, b64url_decode};
+use crate::jose::{AccountKey, Jwk, b64url_decode};
 use crate::policy::glob_matches;
 
 /// Object kind of roles.
@@ -127,11 +127,7 @@ impl KubernetesConfig {
                 .map_err(|e| bad(format!("pem_keys: {e}")))?;
             let jwk = Jwk::from_spki(&spki)
                 .ok_or_else(|| bad("pem_keys: RSA or ECDSA keys only".into()))?;
-            keys.push((
-                None,
-                jwk.key()
-                    .map_err(|e| bad(format!("pem_keys: {}", e.detail)))?,
-            ));
+            keys.push((None, jwk.key().map_err(|e| bad(format!("pem_keys: {e}")))?));
         }
         if !self.jwks.is_empty() {
             let set: Value =

@@ -34,7 +34,7 @@ pub(crate) fn random_b64(n: usize) -> String {
     SystemRandom::new()
         .fill(&mut bytes)
         .unwrap_or_else(|_| panic!("the operating system's random number generator failed"));
-    crate::acme::jws::b64url(&bytes)
+    crate::jose::b64url(&bytes)
 }
 
 /// Hex SHA-256: how tokens and secret IDs are stored.
