@@ -8,15 +8,21 @@ use std::time::Duration;
 #[error("invalid duration {0:?}: use forms like 90s, 15m, 24h, 30d or 2160h0m0s")]
 pub struct DurationError(pub String);
 
-/// Parses a duration. Negative values are refused.
+/// The longest duration accepted (a thousand years): anything longer is a typo or an attack, and
+/// adding it to a date would overflow.
+pub const MAX: Duration = Duration::from_secs(1000 * 365 * 86_400);
+
+/// Parses a duration. Negative values and values over [`MAX`] are refused.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let s = input.trim();
-    let err = || DurationError(input.to_owned());
+    let err = || DurationError(input.chars().take(40).collect());
     if s.is_empty() {
         return Err(err());
     }
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs))
+            .filter(|d| *d <= MAX)
+            .ok_or_else(err);
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -43,7 +49,11 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             _ => return Err(err()),
         };
         rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(value * unit_secs).map_err(|_| err())?;
+        total = Duration::try_from_secs_f64(value * unit_secs)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|d| *d <= MAX)
+            .ok_or_else(err)?;
     }
     Ok(total)
 }

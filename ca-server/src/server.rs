@@ -261,8 +261,16 @@ pub async fn serve(config: Config) -> Result<()> {
     initialize_if_new(&config).await?;
     let mut runtime = Runtime::open(&config).await?;
     if runtime.seal.is_none() {
-        // A data directory from before sealing: the database has recorded no seal key (else
-        // `open` would have refused), so nothing is sealed yet.
+        // A data directory from before sealing. Only if the database has recorded no seal key is
+        // nothing sealed yet; otherwise the key file is missing, and a new one would open nothing.
+        if let Some(id) = runtime.store.setting("seal_key_id").await? {
+            bail!(
+                "{} is missing, and the database's secrets are sealed with key {}: restore the \
+                 file (the same Secret as the CA keys)",
+                crate::seal::key_path(&config.data_dir).display(),
+                String::from_utf8_lossy(&id)
+            );
+        }
         let seal = Seal::create(&config.data_dir)?;
         seal.check_against(runtime.store.as_ref(), &config.data_dir)
             .await?;

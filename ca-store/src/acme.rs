@@ -102,6 +102,8 @@ pub struct AuthorizationRow {
 pub trait AcmeStore: Send + Sync + 'static {
     /// Returns the setting `name`, storing `value` first if it is absent (first replica wins).
     async fn setting_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Returns the setting `name`, if stored.
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
     /// Records nonces as used, in one statement; for each, true if it was unused until now (of
     /// duplicates within the batch only the first can be). See [`crate::writer::NonceRedeemer`].
     async fn redeem_nonces(&self, batch: &[(String, i64)]) -> Result<Vec<bool>, Error>;
@@ -215,6 +217,17 @@ macro_rules! impl_acme_store {
     ($backend:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::acme::AcmeStore for $backend {
+            async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, $crate::Error> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("SELECT value FROM settings WHERE name = ");
+                qb.push_bind(name.to_owned());
+                let row: Option<(Vec<u8>,)> = qb
+                    .build_query_as()
+                    .fetch_optional(&mut *self.read_conn().await?)
+                    .await?;
+                Ok(row.map(|(v,)| v))
+            }
+
             async fn setting_or_insert(
                 &self,
                 name: &str,

@@ -55,6 +55,25 @@ pub trait VaultStore: Send + Sync + 'static {
     async fn object_names(&self, kind: &str, mount: &str) -> Result<Vec<String>, Error>;
     /// Deletes a document; false if absent.
     async fn delete_object(&self, kind: &str, mount: &str, name: &str) -> Result<bool, Error>;
+    /// Replaces a document only if its body is still `expected` (compare-and-set); false if it
+    /// changed or vanished meanwhile.
+    async fn replace_object(
+        &self,
+        kind: &str,
+        mount: &str,
+        name: &str,
+        expected: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool, Error>;
+    /// Deletes a document only if its body is still `expected`; false otherwise.
+    async fn delete_object_if(
+        &self,
+        kind: &str,
+        mount: &str,
+        name: &str,
+        expected: &str,
+    ) -> Result<bool, Error>;
 }
 
 pub(crate) const TOKEN_COLUMNS: &str =
@@ -127,6 +146,21 @@ macro_rules! impl_vault_store {
                 qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned()).push(" ORDER BY name");
                 let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *self.read_conn().await?).await?;
                 Ok(rows.into_iter().map(|(n,)| n).collect())
+            }
+
+            async fn replace_object(&self, kind: &str, mount: &str, name: &str, expected: &str, body: &str, now: i64) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE vault_objects SET body = ");
+                qb.push_bind(body.to_owned()).push(", updated_at = ").push_bind(now)
+                    .push(" WHERE kind = ").push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
+                    .push(" AND name = ").push_bind(name.to_owned()).push(" AND body = ").push_bind(expected.to_owned());
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected() == 1)
+            }
+
+            async fn delete_object_if(&self, kind: &str, mount: &str, name: &str, expected: &str) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_objects WHERE kind = ");
+                qb.push_bind(kind.to_owned()).push(" AND mount = ").push_bind(mount.to_owned())
+                    .push(" AND name = ").push_bind(name.to_owned()).push(" AND body = ").push_bind(expected.to_owned());
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected() == 1)
             }
 
             async fn delete_object(&self, kind: &str, mount: &str, name: &str) -> Result<bool, $crate::Error> {

@@ -135,3 +135,29 @@ pub fn ledger_total(data_dir: &Path, db_args: &[&str]) -> u64 {
     let v: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
     v["total"].as_u64().expect("total")
 }
+
+/// `curl` POST over HTTPS with an optional client certificate (what cert auth needs: rustls
+/// clients here present none); returns (status, JSON body).
+pub fn curl_post(
+    url: &str,
+    bundle: &Path,
+    client: Option<(&Path, &Path)>,
+    body: &str,
+) -> (u16, Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(bundle);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .args(["-w", "\n%{http_code}", "-d", body, url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json_text, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(json_text).unwrap_or(Value::Null),
+    )
+}

@@ -136,7 +136,10 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
     );
 
     let (kid, hmac) = env.eab("lego", &[]);
-    let eab = ["--eab", "--kid", kid.as_str(), "--hmac", hmac.as_str()];
+    // `--flag=value`: a base64url key may start with `-`, which a separate argument would make
+    // look like an option.
+    let hmac_flag = format!("--hmac={hmac}");
+    let eab = ["--eab", "--kid", kid.as_str(), hmac_flag.as_str()];
     let mut args = eab.to_vec();
     args.extend([
         "--domains",
@@ -286,8 +289,7 @@ fn lego_with_a_preauthorized_binding_needs_no_solver() {
             "--eab",
             "--kid",
             &kid,
-            "--hmac",
-            &hmac,
+            &format!("--hmac={hmac}"),
             "--domains",
             "app.pre.example.test",
             "--http",
@@ -310,8 +312,7 @@ fn lego_with_a_preauthorized_binding_needs_no_solver() {
             "--eab",
             "--kid",
             &kid,
-            "--hmac",
-            &hmac,
+            &format!("--hmac={hmac}"),
             "--domains",
             "app.elsewhere.example.test",
             "--http",
@@ -371,8 +372,8 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
             "ops@example.com",
             "--eab-kid",
             &kid,
-            "--eab-hmac-key",
-            &hmac,
+            // One argument: a base64url key may start with `-`.
+            &format!("--eab-hmac-key={hmac}"),
         ],
     );
     assert!(out.status.success(), "register: {}", text(&out));

@@ -187,6 +187,32 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     assert!(err.contains("issuing.crt"), "{err}");
     std::fs::write(data.join("ca/issuing.crt"), cert).expect("restore");
 
+    // chain.pem lost: the issuing CA would silently become everyone's trust anchor. Refused.
+    let chain = std::fs::read(data.join("ca/chain.pem")).expect("chain");
+    std::fs::remove_file(data.join("ca/chain.pem")).expect("rm");
+    let err = serve_fails(&data, &[]);
+    assert!(
+        err.contains("chain.pem") && err.contains("not a root"),
+        "{err}"
+    );
+    std::fs::write(data.join("ca/chain.pem"), chain).expect("restore");
+
+    // seal.key lost: refused, and no new key left behind by the failed start.
+    let seal = std::fs::read(data.join("ca/seal.key")).expect("seal");
+    std::fs::remove_file(data.join("ca/seal.key")).expect("rm");
+    let err = serve_fails(&data, &[]);
+    assert!(err.contains("seal.key") && err.contains("restore"), "{err}");
+    assert!(
+        !data.join("ca/seal.key").exists(),
+        "no seal key made by a failed start"
+    );
+    std::fs::write(data.join("ca/seal.key"), seal).expect("restore");
+    std::fs::set_permissions(
+        data.join("ca/seal.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+
     // root.key moved offline, as the docs advise: the server runs without it.
     std::fs::remove_file(data.join("ca/root.key")).expect("rm");
     drop(CaServer::start(&data, &[]));

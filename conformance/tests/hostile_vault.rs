@@ -10,7 +10,7 @@ use conformance::acme::AccountKey;
 use conformance::kubernetes::service_account_token;
 use conformance::openssl::{curl_http, openssl, pkcs8_key};
 use conformance::server::{CaServer, run};
-use conformance::vault::{Vault, errors, ledger_total};
+use conformance::vault::{Vault, curl_post, errors, ledger_total};
 use serde_json::json;
 
 async fn start(dir: &Path) -> (CaServer, Vault) {
@@ -712,6 +712,309 @@ async fn the_ledger_api_and_plain_http() {
             "{path}"
         );
     }
+}
+
+/// What an outside attacker found against the first version of this layer, each now refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_by_attacking_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (server, vault) = start(dir).await;
+    let before = ledger_total(&server.data_dir, &[]);
+
+    // Huge TTLs were a panic (date overflow); now a 400, and the server carries on.
+    for ttl in [
+        json!(9223372036854775807u64),
+        json!("2000000000h"),
+        json!("999999999999d"),
+        json!(-5),
+        json!(1.5),
+    ] {
+        let r = vault
+            .root_call(
+                "pki_int/issue/web",
+                json!({"common_name": "a.svc.cluster.local", "ttl": ttl}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "ttl {ttl}: {}", r.text());
+        let r = vault
+            .root_call("auth/token/create", json!({"ttl": ttl}))
+            .await;
+        assert_eq!(r.status, 400, "token ttl {ttl}: {}", r.text());
+        let r = vault
+            .root_call("auth/approle/role/huge", json!({"token_ttl": ttl}))
+            .await;
+        assert_eq!(r.status, 400, "role token_ttl {ttl}: {}", r.text());
+    }
+    // A long but valid TTL is capped (Vault's 768h maximum), not overflowed.
+    let r = vault
+        .root_call("auth/token/create", json!({"ttl": "100000h"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["auth"]["lease_duration"].as_i64().expect("ttl") <= 768 * 3600);
+
+    // sys/health cannot be made to answer 101 (an HTTP/1.1 desync) or 204 with a body.
+    let r = vault
+        .call("GET", "sys/health?activecode=101", None, None)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = vault
+        .call("GET", "sys/health?activecode=204", None, None)
+        .await;
+    assert_eq!((r.status, r.text().len()), (204, 0));
+
+    // not_after is held to the role's max_ttl; ttl and not_after together are refused.
+    vault
+        .root("POST", "pki_int/roles/short", json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any", "max_ttl": "1h"}))
+        .await;
+    let far = (time::OffsetDateTime::now_utc() + time::Duration::days(300))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("rfc3339");
+    let r = vault
+        .root_call(
+            "pki_int/issue/short",
+            json!({"common_name": "a.svc.cluster.local", "not_after": far}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let expiration = r.json()["data"]["expiration"].as_i64().expect("expiration");
+    assert!(expiration <= time::OffsetDateTime::now_utc().unix_timestamp() + 3600 + 5);
+    assert!(r.json()["warnings"].to_string().contains("max_ttl"));
+    let r = vault
+        .root_call(
+            "pki_int/issue/short",
+            json!({"common_name": "a.svc.cluster.local", "not_after": far, "ttl": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let before = before + 1;
+
+    // A JSON policy with a repeated key would silently drop its deny: refused.
+    let r = vault
+        .root_call(
+            "sys/policy/pj",
+            json!({"policy": r#"{"path": {"pki_int/roles/*": {"capabilities": ["deny"]}}, "path": {"pki_int/*": {"capabilities": ["read"]}}}"#}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // sign-verbatim may not certify `*.com`; oversized bodies are 413.
+    let wild = csr(dir, "wild", "/CN=x.com", "DNS:*.com");
+    let r = vault
+        .root_call("pki_int/sign-verbatim", json!({"csr": wild}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = vault
+        .raw(
+            "POST",
+            "/v1/pki_int/issue/web",
+            Some(&vault.token),
+            vec![b' '; 1536 * 1024],
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        ledger_total(&server.data_dir, &[]),
+        before,
+        "refusals wrote nothing"
+    );
+
+    // AppRole: a secret ID's use limit holds under concurrent logins…
+    vault
+        .root(
+            "POST",
+            "auth/approle/role/limited",
+            json!({"token_policies": "default", "secret_id_num_uses": 3}),
+        )
+        .await;
+    let role_id = vault
+        .call(
+            "GET",
+            "auth/approle/role/limited/role-id",
+            Some(&vault.token),
+            None,
+        )
+        .await
+        .json()["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_owned();
+    let secret_id = vault
+        .root_call("auth/approle/role/limited/secret-id", json!({}))
+        .await
+        .json()["data"]["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_owned();
+    let logins = (0..24).map(|_| {
+        let http = conformance::acme::Https::new(
+            server.https,
+            &format!("localhost:{}", server.https.port()),
+            &curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1,
+        );
+        let body = json!({"role_id": role_id, "secret_id": secret_id}).to_string();
+        async move {
+            http.request_with(
+                "POST",
+                "/v1/auth/approle/login",
+                &[],
+                None,
+                body.into_bytes(),
+            )
+            .await
+            .status
+        }
+    });
+    let statuses = futures_join_all(logins).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    // …and a secret ID dies with its role: a role written again under the same name is another
+    // role.
+    vault
+        .root(
+            "POST",
+            "auth/approle/role/z",
+            json!({"token_policies": "default"}),
+        )
+        .await;
+    let old_secret = vault
+        .root_call("auth/approle/role/z/secret-id", json!({}))
+        .await
+        .json()["data"]["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_owned();
+    vault.root("DELETE", "auth/approle/role/z", json!({})).await;
+    vault
+        .policy(
+            "p1",
+            "path \"pki_int/*\" {\n  capabilities = [\"update\"]\n}\n",
+        )
+        .await;
+    vault
+        .root(
+            "POST",
+            "auth/approle/role/z",
+            json!({"token_policies": "p1"}),
+        )
+        .await;
+    let new_role_id = vault
+        .call(
+            "GET",
+            "auth/approle/role/z/role-id",
+            Some(&vault.token),
+            None,
+        )
+        .await
+        .json()["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_owned();
+    let r = vault
+        .call(
+            "POST",
+            "auth/approle/login",
+            None,
+            Some(json!({"role_id": new_role_id, "secret_id": old_secret})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, errors(&r)),
+        (400, vec!["invalid secret id".to_owned()])
+    );
+
+    // Cert auth: a certificate this CA revoked, or one made for servers only, does not log in.
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1,
+    )
+    .expect("bundle");
+    let issuing = vault
+        .call("GET", "pki_int/cert/ca", None, None)
+        .await
+        .json()["data"]["certificate"]
+        .as_str()
+        .expect("issuing CA")
+        .to_owned();
+    vault
+        .root(
+            "POST",
+            "auth/cert/certs/ours",
+            json!({"certificate": issuing, "token_policies": "default"}),
+        )
+        .await;
+    vault
+        .root("POST", "pki_int/roles/clients", json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any", "server_flag": false, "client_flag": true}))
+        .await;
+    vault
+        .root("POST", "pki_int/roles/servers", json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any", "server_flag": true, "client_flag": false}))
+        .await;
+    let mut serials = Vec::new();
+    for role in ["clients", "servers"] {
+        let r = vault
+            .root_call(
+                &format!("pki_int/issue/{role}"),
+                json!({"common_name": format!("{role}.svc.cluster.local"), "key_type": "ec"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let data = &r.json()["data"];
+        std::fs::write(
+            dir.join(format!("{role}.crt")),
+            data["certificate"].as_str().expect("cert"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join(format!("{role}.key")),
+            data["private_key"].as_str().expect("key"),
+        )
+        .expect("write");
+        serials.push(data["serial_number"].as_str().expect("serial").to_owned());
+    }
+    let url = format!("{}/v1/auth/cert/login", server.https_url());
+    let login = |role: &str| {
+        curl_post(
+            &url,
+            &bundle,
+            Some((
+                &dir.join(format!("{role}.crt")),
+                &dir.join(format!("{role}.key")),
+            )),
+            "{}",
+        )
+        .0
+    };
+    assert_eq!(login("clients"), 200);
+    assert_eq!(
+        login("servers"),
+        403,
+        "no clientAuth: not a client certificate"
+    );
+    vault
+        .root(
+            "POST",
+            "pki_int/revoke",
+            json!({"serial_number": serials[0]}),
+        )
+        .await;
+    assert_eq!(login("clients"), 403, "revoked here: refused");
+}
+
+/// Runs futures concurrently (no extra dependency for one use).
+async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
 }
 
 trait RootCall {

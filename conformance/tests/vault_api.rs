@@ -12,8 +12,8 @@ use conformance::acme::AccountKey;
 use conformance::kubernetes::service_account_token;
 use conformance::openssl::{openssl, p256_csr, pkcs8_key, verify};
 use conformance::server::CaServer;
-use conformance::vault::Vault;
-use serde_json::{Value, json};
+use conformance::vault::{Vault, curl_post};
+use serde_json::json;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -565,31 +565,6 @@ async fn hvac_works_unchanged() {
     );
 }
 
-/// `curl` POST with an optional client certificate; returns (status, JSON body).
-fn curl_login(
-    url: &str,
-    bundle: &Path,
-    client: Option<(&Path, &Path)>,
-    body: &str,
-) -> (u16, Value) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(bundle);
-    if let Some((cert, key)) = client {
-        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-    }
-    let out = cmd
-        .args(["-w", "\n%{http_code}", "-d", body, url])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (json_text, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(json_text).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -677,7 +652,7 @@ async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
         .await;
 
     let url = format!("{}/v1/auth/cert/login", server.https_url());
-    let (code, body) = curl_login(
+    let (code, body) = curl_post(
         &url,
         &bundle,
         Some((&dir.join("clients.pem"), &dir.join("clients.key"))),
@@ -710,7 +685,7 @@ async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
         r.text()
     );
 
-    let (code, body) = curl_login(
+    let (code, body) = curl_post(
         &url,
         &bundle,
         Some((&dir.join("foreign.pem"), &dir.join("foreign.key"))),
@@ -720,7 +695,7 @@ async fn cert_auth_logs_in_with_a_trusted_client_certificate() {
         (code, body["errors"][0].as_str()),
         (403, Some("permission denied"))
     );
-    let (code, _) = curl_login(&url, &bundle, None, "{}");
+    let (code, _) = curl_post(&url, &bundle, None, "{}");
     assert_eq!(code, 400, "no client certificate presented");
 }
 

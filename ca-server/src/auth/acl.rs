@@ -250,8 +250,62 @@ fn hcl_value(expr: hcl::Expression) -> Result<Value, PolicyError> {
     })
 }
 
+/// A JSON value read without letting a repeated key replace an earlier one (serde_json keeps
+/// the last): a policy must never silently lose a rule, a `deny` least of all.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+                Ok(Value::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::String(s.to_owned()))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Strict(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Value::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(A::Error::custom(format!("key {key:?} given twice")));
+                    }
+                    let Strict(v) = map.next_value()?;
+                    out.insert(key, v);
+                }
+                Ok(Value::Object(out))
+            }
+        }
+        d.deserialize_any(V).map(Strict)
+    }
+}
+
 fn parse_json(text: &str) -> Result<Vec<PathRule>, PolicyError> {
-    let doc: Value =
+    let Strict(doc) =
         serde_json::from_str(text).map_err(|e| PolicyError(format!("invalid JSON: {e}")))?;
     let Value::Object(doc) = doc else {
         return Err(PolicyError("a JSON policy is an object".into()));

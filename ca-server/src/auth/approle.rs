@@ -56,10 +56,13 @@ impl AppRole {
     }
 }
 
-/// A secret ID as stored (under the hash of the secret).
+/// A secret ID as stored (under the hash of the secret). It belongs to one role *instance*: a
+/// role deleted and written again gets a new role ID, and the old secret IDs do not open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SecretRecord {
     role: String,
+    #[serde(default)]
+    role_id: String,
     expires_at: Option<i64>,
     uses_remaining: i64,
 }
@@ -109,6 +112,7 @@ impl Auth {
         let ttl = role.secret_id_ttl;
         let record = SecretRecord {
             role: name.to_owned(),
+            role_id: role.role_id.clone(),
             expires_at: (ttl > 0).then(|| now() + i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
             uses_remaining: role.secret_id_num_uses,
         };
@@ -146,28 +150,8 @@ impl Auth {
             return Err(Error::Invalid("invalid role ID".into()));
         };
         if role.bind_secret_id {
-            let key = sha256_hex(secret_id.trim());
-            let invalid = || Error::Invalid("invalid secret id".into());
-            let record: SecretRecord = self
-                .json(SECRET_KIND, mount, &key)
-                .await?
-                .ok_or_else(invalid)?;
-            if record.role != name || record.expires_at.is_some_and(|e| e <= now()) {
-                return Err(invalid());
-            }
-            match record.uses_remaining {
-                0 => {}
-                1 => {
-                    self.store.delete_object(SECRET_KIND, mount, &key).await?;
-                }
-                n => {
-                    let updated = SecretRecord {
-                        uses_remaining: n - 1,
-                        ..record
-                    };
-                    self.put_json(SECRET_KIND, mount, &key, &updated).await?;
-                }
-            }
+            self.use_secret_id(mount, &name, &role.role_id, secret_id)
+                .await?;
         }
         let mut meta = Map::new();
         meta.insert("auth_method".into(), json!("approle"));
@@ -180,5 +164,71 @@ impl Auth {
             ttl: (role.token_ttl > 0).then(|| std::time::Duration::from_secs(role.token_ttl)),
             no_default_policy: false,
         })
+    }
+
+    /// Spends one use of a secret ID of role `name`: with a compare-and-set on the stored record,
+    /// so concurrent logins cannot spend the same last use twice.
+    async fn use_secret_id(
+        &self,
+        mount: &str,
+        name: &str,
+        role_id: &str,
+        secret_id: &str,
+    ) -> Result<(), Error> {
+        let key = sha256_hex(secret_id.trim());
+        let invalid = || Error::Invalid("invalid secret id".into());
+        for _ in 0..8 {
+            let body = self
+                .store
+                .object(SECRET_KIND, mount, &key)
+                .await?
+                .ok_or_else(invalid)?;
+            let record: SecretRecord =
+                serde_json::from_str(&body).map_err(|e| Error::Internal(e.to_string()))?;
+            if record.role != name
+                || record.role_id != role_id
+                || record.expires_at.is_some_and(|e| e <= now())
+            {
+                return Err(invalid());
+            }
+            let spent = match record.uses_remaining {
+                0 => return Ok(()),
+                1 => {
+                    self.store
+                        .delete_object_if(SECRET_KIND, mount, &key, &body)
+                        .await?
+                }
+                n => {
+                    let updated = serde_json::to_string(&SecretRecord {
+                        uses_remaining: n - 1,
+                        ..record
+                    })
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    self.store
+                        .replace_object(SECRET_KIND, mount, &key, &body, &updated, now())
+                        .await?
+                }
+            };
+            if spent {
+                return Ok(());
+            }
+            // Another login spent a use meanwhile: read again.
+        }
+        Err(Error::Unavailable(
+            "the secret ID is in heavy concurrent use; retry".into(),
+        ))
+    }
+
+    /// Deletes a role and every secret ID issued for it.
+    pub async fn delete_approle(&self, mount: &str, name: &str) -> Result<(), Error> {
+        self.store.delete_object(ROLE_KIND, mount, name).await?;
+        for key in self.store.object_names(SECRET_KIND, mount).await? {
+            if let Some(record) = self.json::<SecretRecord>(SECRET_KIND, mount, &key).await?
+                && record.role == name
+            {
+                self.store.delete_object(SECRET_KIND, mount, &key).await?;
+            }
+        }
+        Ok(())
     }
 }

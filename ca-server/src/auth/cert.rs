@@ -1,6 +1,8 @@
 //! Cert auth: a client certificate presented in the TLS handshake (the handshake proves the key),
-//! trusted when a role pins it or names its issuing CA, within its validity, with an allowed
-//! common name.
+//! trusted when a role pins it or names its issuing CA, within its validity, usable for client
+//! authentication (its extended key usage, when present, includes clientAuth), not revoked in this
+//! CA's ledger, with an allowed common name. Certificates of other CAs are checked for revocation
+//! only by their expiry (no CRL fetching).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
@@ -44,6 +46,11 @@ impl CertRole {
         use x509_parser::prelude::{FromDer, X509Certificate};
         let (_, leaf) = X509Certificate::from_der(leaf_der).ok()?;
         if !leaf.validity().is_valid() {
+            return None;
+        }
+        if let Ok(Some(eku)) = leaf.extended_key_usage()
+            && !(eku.value.client_auth || eku.value.any)
+        {
             return None;
         }
         let trusted = crate::issuer::hierarchy::parse_certs(&self.certificate).ok()?;
@@ -91,6 +98,10 @@ impl Auth {
                 continue;
             };
             if let Some(cn) = role.matches(leaf_der) {
+                if self.revoked_here(leaf_der).await? {
+                    tracing::info!(mount, role = %name, "cert login refused: the certificate is revoked");
+                    return Err(Error::Denied);
+                }
                 let mut meta = Map::new();
                 meta.insert("auth_method".into(), json!("cert"));
                 meta.insert("mount".into(), json!(mount));
@@ -111,5 +122,24 @@ impl Auth {
             "cert login refused: no role trusts the presented certificate"
         );
         Err(Error::Denied)
+    }
+
+    /// Whether this CA issued `leaf_der` and has revoked it.
+    async fn revoked_here(&self, leaf_der: &[u8]) -> Result<bool, Error> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
+            return Ok(false);
+        };
+        let serial: Vec<u8> = leaf
+            .raw_serial()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        Ok(self
+            .store
+            .certificate_by_serial(&serial)
+            .await?
+            .is_some_and(|r| r.certificate.der == leaf_der && r.revoked_at.is_some()))
     }
 }

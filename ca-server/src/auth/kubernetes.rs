@@ -190,16 +190,24 @@ pub struct ServiceAccount {
 
 /// Checks a verified token's claims: expiry, not-before, issuer, audience, and the
 /// service-account claims (both token formats), with `sub` agreeing.
+#[allow(clippy::cast_precision_loss)] // Unix seconds fit an f64 exactly until the year 285 million.
 fn service_account(
     claims: &Value,
     config: &KubernetesConfig,
     role: &KubernetesRole,
 ) -> Result<ServiceAccount, &'static str> {
-    let t = OffsetDateTime::now_utc().unix_timestamp();
-    if claims["exp"].as_i64().is_some_and(|e| e <= t) {
+    let t = OffsetDateTime::now_utc().unix_timestamp() as f64;
+    // RFC 7519 NumericDate: a number, possibly fractional. Anything else is refused rather than
+    // read as "no expiry". Tokens without `exp` are the legacy, secret-based kind.
+    let date = |claim: &str| match &claims[claim] {
+        Value::Null => Ok(None),
+        Value::Number(n) => n.as_f64().map(Some).ok_or("malformed date claim"),
+        _ => Err("malformed date claim"),
+    };
+    if date("exp")?.is_some_and(|e| e <= t) {
         return Err("expired");
     }
-    if claims["nbf"].as_i64().is_some_and(|n| n > t + 60) {
+    if date("nbf")?.is_some_and(|n| n > t + 60.0) {
         return Err("not yet valid");
     }
     if !config.issuer.is_empty() && claims["iss"].as_str() != Some(config.issuer.as_str()) {
@@ -352,4 +360,52 @@ impl Auth {
 
 fn reviewer_purpose(mount: &str) -> String {
     format!("kubernetes-token-reviewer:{mount}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(extra: Value) -> Value {
+        let mut c = json!({
+            "sub": "system:serviceaccount:payments:api",
+            "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api", "uid": "u"}},
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            c[k] = v;
+        }
+        c
+    }
+
+    #[test]
+    fn date_claims_must_be_numbers_in_range() {
+        let (config, role) = (KubernetesConfig::default(), KubernetesRole::default());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let ok = service_account(&claims(json!({"exp": now + 60})), &config, &role).expect("valid");
+        assert_eq!(
+            (ok.namespace.as_str(), ok.name.as_str()),
+            ("payments", "api")
+        );
+        assert!(
+            service_account(&claims(json!({"exp": now as f64 + 60.5})), &config, &role).is_ok()
+        );
+        assert!(
+            service_account(&claims(json!({})), &config, &role).is_ok(),
+            "legacy tokens"
+        );
+        for bad in [
+            json!({"exp": now - 1}),
+            json!({"exp": (now - 1) as f64 + 0.5}),
+            json!({"exp": "2000000000"}),
+            json!({"exp": "1"}),
+            json!({"exp": true}),
+            json!({"exp": now + 60, "nbf": now + 3600}),
+            json!({"exp": now + 60, "nbf": "0"}),
+        ] {
+            assert!(
+                service_account(&claims(bad.clone()), &config, &role).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 use super::{Auth, Error};
 use crate::policy::role::Workload;
 
-/// Default lifetime of tokens from logins and `token/create` (Vault's 768h).
+/// Default and longest lifetime of tokens from logins and `token/create` (Vault's 768h system
+/// default and maximum); a longer request is capped, as Vault caps it at the mount's max TTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
 
 fn now() -> i64 {
@@ -187,12 +188,12 @@ impl Auth {
         policies.dedup();
         let created_at = now();
         let ttl = match spec.ttl {
-            Some(t) if !t.is_zero() => Some(t),
+            Some(t) if !t.is_zero() => Some(t.min(DEFAULT_TTL)),
             _ if is_root => None,
             _ => Some(DEFAULT_TTL),
         };
         let mut expires_at =
-            ttl.map(|t| created_at + i64::try_from(t.as_secs()).unwrap_or(i64::MAX / 2));
+            ttl.map(|t| created_at.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX)));
         // A child never outlives its parent.
         if let Some(parent_expiry) = parent.and_then(|p| p.expires_at) {
             expires_at = Some(expires_at.map_or(parent_expiry, |e| e.min(parent_expiry)));

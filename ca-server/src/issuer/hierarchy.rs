@@ -313,7 +313,13 @@ impl LoadedCa {
             certs.extend(parse_certs(&fs::read_to_string(files.chain())?)?);
         }
         let (key, _) = keys::load_pem(&key_pem)?;
-        let mut loaded = Self::check(certs, &key)?;
+        let mut loaded = Self::check(certs, &key).with_context(|| {
+            format!(
+                "{} and {}",
+                files.issuing_cert().display(),
+                files.chain().display()
+            )
+        })?;
         for path in files.alternate_chains()? {
             let chain = parse_certs(&fs::read_to_string(&path)?)
                 .and_then(|certs| loaded.check_alternate(certs))
@@ -367,6 +373,15 @@ impl LoadedCa {
         }
         verify_links(&parsed)?;
         let top = parsed.len() - 1;
+        // The trust bundle is the top of the chain: it must be a root, or a lost chain.pem would
+        // silently make the issuing CA everyone's trust anchor.
+        ensure!(
+            parsed[top].subject() == parsed[top].issuer(),
+            "the chain ends at {}, which is not a root (issued by {}): the issuing CA's parents up \
+             to the root are missing (chain.pem, or --import-chain)",
+            parsed[top].subject(),
+            parsed[top].issuer()
+        );
         let roots = vec![chain[top].clone()];
         // Without an SKI, identify the issuer by a digest of its key.
         let key_id = subject_key_id(issuing)

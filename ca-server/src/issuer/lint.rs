@@ -327,6 +327,10 @@ fn check_sans(extensions: &Extensions<'_, '_>, limits: Limits) -> Result<Names, 
                 if has_control_character(n) || normalize_dns_name(n).as_deref() != Some(*n) {
                     return Err(invalid("DNS name", n));
                 }
+                // `*.com`: a wildcard needs at least two labels beneath it.
+                if n.strip_prefix("*.").is_some_and(|base| !base.contains('.')) {
+                    return Err(invalid("DNS name", n));
+                }
                 names.dns.push((*n).to_owned());
             }
             GeneralName::RFC822Name(e) => {

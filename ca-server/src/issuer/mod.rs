@@ -505,9 +505,14 @@ impl CertificateAuthority {
             .unwrap_or_else(|| now - self.settings.backdate)
             .max(self.loaded.not_before);
         let max_not_after = now + lifetime.max;
-        let mut not_after = req
-            .not_after
-            .unwrap_or_else(|| now + req.lifetime.unwrap_or(lifetime.default));
+        // A requested lifetime beyond the maximum is only ever truncated, so it is capped before
+        // the addition (a huge one would overflow the date).
+        let requested = req.lifetime.unwrap_or(lifetime.default).min(
+            lifetime
+                .max
+                .saturating_add(std::time::Duration::from_secs(1)),
+        );
+        let mut not_after = req.not_after.unwrap_or_else(|| now + requested);
         if not_after > max_not_after {
             warnings.push(format!(
                 "requested lifetime is longer than the {} profile allows; truncated to {}",

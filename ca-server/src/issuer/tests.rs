@@ -485,6 +485,16 @@ fn names_the_rfc_forbids_are_never_signed() {
         }
     ));
 
+    let mut tld_wildcard = req.clone();
+    tld_wildcard.dns_names = vec!["*.com".into()];
+    assert!(matches!(
+        refusal(&ca, &tld_wildcard),
+        Violation::InvalidName {
+            kind: "DNS name",
+            ..
+        }
+    ));
+
     let mut bad_uri = req.clone();
     bad_uri.uris = vec!["no scheme here".into()];
     assert!(matches!(

@@ -237,7 +237,7 @@ impl Role {
                 && ((self.allow_bare_domains && !wildcard && host == d)
                     || (self.allow_subdomains
                         && (base.ends_with(&format!(".{d}")) || (wildcard && base == d)))
-                    || (self.allow_glob_domains && d.contains('*') && glob_matches(&d, &lower)))
+                    || (self.allow_glob_domains && d.contains('*') && glob_matches(&d, &host)))
         })
     }
 
@@ -322,6 +322,12 @@ impl Role {
 pub fn decide(role: &Role, ctx: &Context<'_>, req: SignRequest) -> Result<Decision, Rejection> {
     let verbatim = req.mode == Mode::Verbatim;
     let mut warnings = Vec::new();
+    if req.ttl.is_some() && req.not_after.is_some() {
+        return Err(Rejection::Malformed(
+            "Either ttl or not_after should be provided. Both should not be provided in the same request."
+                .into(),
+        ));
+    }
     if !verbatim {
         role.check_key(req.public_key.algorithm())?;
     }
@@ -480,7 +486,17 @@ pub fn decide(role: &Role, ctx: &Context<'_>, req: SignRequest) -> Result<Decisi
         ttl = Some(m);
     }
     request.lifetime = ttl.or(max.filter(|m| *m < ctx.settings.lifetime(profile).default));
-    request.not_after = req.not_after;
+    // An explicit notAfter is held to max_ttl too.
+    request.not_after = match (req.not_after, max) {
+        (Some(not_after), Some(m)) if not_after > OffsetDateTime::now_utc() + m => {
+            warnings.push(format!(
+                "not_after is beyond the role's max_ttl \"{}\", so was truncated",
+                crate::duration::format_go(m)
+            ));
+            Some(OffsetDateTime::now_utc() + m)
+        }
+        (not_after, _) => not_after,
+    };
     request.not_before =
         Some(OffsetDateTime::now_utc() - Duration::from_secs(role.not_before_duration));
     Ok(Decision { request, warnings })

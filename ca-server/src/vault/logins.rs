@@ -240,6 +240,14 @@ async fn approle_role(
     call: &Call,
     _: &Authorized,
 ) -> Result<Response, VaultError> {
+    if call.op == Operation::Delete {
+        // Its secret IDs go with it.
+        state
+            .auth
+            .delete_approle(&call.mount, call.param(0))
+            .await?;
+        return no_content();
+    }
     crud(
         state,
         call,

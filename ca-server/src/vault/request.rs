@@ -169,7 +169,10 @@ pub async fn parse(request: Request) -> Result<Call, VaultError> {
 
     let body: Bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| VaultError::bad_request("request body too large"))?;
+        .map_err(|_| VaultError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            errors: vec![format!("request body larger than {MAX_BODY} bytes")],
+        })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| VaultError::bad_request("failed to parse JSON input: invalid UTF-8"))?;
     let trimmed = text.trim();

@@ -39,16 +39,19 @@ async fn seal_status(state: &VaultState, _: &Call) -> Result<Response, VaultErro
     Ok(axum::Json(seal_status_body(state)).into_response())
 }
 
-/// `sys/health`: 200 unless the caller's `*code` parameters ask otherwise; HEAD has no body.
+/// `sys/health`: 200 unless the caller's `activecode` asks otherwise (200–599; no informational
+/// code, which would desynchronise an HTTP/1.1 connection); HEAD, 204 and 304 have no body.
 async fn health(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
-    let code = call
-        .query
-        .get("activecode")
-        .and_then(Value::as_str)
-        .and_then(|c| c.parse::<u16>().ok())
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(StatusCode::OK);
-    if call.head {
+    let code = match call.query.get("activecode").and_then(Value::as_str) {
+        None => StatusCode::OK,
+        Some(c) => c
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (200..=599).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| VaultError::bad_request("activecode must be a status code 200-599"))?,
+    };
+    if call.head || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
         return Ok(code.into_response());
     }
     let body = json!({

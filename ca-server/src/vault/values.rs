@@ -65,7 +65,16 @@ pub fn duration_field(
 ) -> Result<Option<Duration>, VaultError> {
     match data.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_secs)),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Duration::from_secs)
+            .filter(|d| *d <= crate::duration::MAX)
+            .map(Some)
+            .ok_or_else(|| {
+                VaultError::bad_request(format!(
+                    "{key}: {n} is not a number of seconds between 0 and 1000 years"
+                ))
+            }),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => crate::duration::parse(s)
             .map(Some)

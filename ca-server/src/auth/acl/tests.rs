@@ -134,6 +134,10 @@ fn what_cannot_be_enforced_is_refused() {
         "",
         "# only a comment",
         r#"{"path": {"a": {"capabilities": ["read"], "max_wrapping_ttl": "1h"}}}"#,
+        // A repeated key would make a JSON reader keep only the last: refused instead.
+        r#"{"path": {"pki_int/roles/*": {"capabilities": ["deny"]}}, "path": {"pki_int/*": {"capabilities": ["read"]}}}"#,
+        r#"{"path": {"a": {"capabilities": ["deny"], "capabilities": ["read"]}}}"#,
+        r#"{"path": {"a": {"capabilities": ["deny"]}, "a": {"capabilities": ["read"]}}}"#,
     ] {
         assert!(Policy::parse(text).is_err(), "{text}");
     }

@@ -233,6 +233,37 @@ fn ips_uris_and_other_sans() {
 }
 
 #[test]
+fn globbed_domains_judge_an_address_by_its_host() {
+    let r = role(
+        json!({"allowed_domains": ["team-a-*.svc.cluster.local"], "allow_glob_domains": true}),
+    );
+    assert!(r.allows_name("team-a-web.svc.cluster.local"));
+    assert!(r.allows_name("ops@team-a-web.svc.cluster.local"));
+    assert!(
+        !r.allows_name("team-a-x@team-b.svc.cluster.local"),
+        "the local part is not the host"
+    );
+}
+
+#[test]
+fn not_after_is_held_to_max_ttl() {
+    let r = role(json!({"allow_any_name": true, "max_ttl": 3600, "key_type": "any"}));
+    let mut req = request(Some("a.test"), &[]);
+    req.not_after = Some(OffsetDateTime::now_utc() + time::Duration::days(300));
+    let d = decide_as(&r, None, req).expect("allowed");
+    let na = d.request.not_after.expect("not_after");
+    assert!(na <= OffsetDateTime::now_utc() + time::Duration::seconds(3600));
+    assert_eq!(d.warnings.len(), 1);
+    let mut both = request(Some("a.test"), &[]);
+    both.ttl = Some(Duration::from_secs(60));
+    both.not_after = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
+    assert!(matches!(
+        decide_as(&r, None, both),
+        Err(Rejection::Malformed(_))
+    ));
+}
+
+#[test]
 fn ttls_are_capped_by_the_role() {
     let r = role(json!({"allow_any_name": true, "max_ttl": 3600, "key_type": "any"}));
     let mut req = request(Some("a.test"), &[]);
