@@ -20,19 +20,39 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-/// `ca-server serve` expected to fail at start: returns its exit status and stderr.
+/// `ca-server serve` expected to refuse to start: returns its stderr. A server that starts
+/// instead is killed after 30 s and the test fails.
 fn serve_fails(data: &Path, extra: &[&str]) -> String {
-    let out = std::process::Command::new(binary())
+    use std::io::Read;
+    let mut child = std::process::Command::new(binary())
         .arg("serve")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env("CA_SERVER_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run ca-server");
-    assert!(!out.status.success(), "serve started on {}", data.display());
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started on {} instead of refusing", data.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    assert!(!status.success(), "serve exited 0 on {}", data.display());
+    err
 }
 
 fn digest_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
