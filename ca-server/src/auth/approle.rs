@@ -44,15 +44,23 @@ impl Default for AppRole {
     }
 }
 
-impl AppRole {
+impl super::AuthRole for AppRole {
+    const KIND: &'static str = ROLE_KIND;
+
     /// No role may hand out root; a negative use count means nothing.
-    pub fn validate(&self) -> Result<(), Error> {
+    fn validate(&self) -> Result<(), Error> {
         if self.secret_id_num_uses < 0 {
             return Err(Error::Invalid(
                 "secret_id_num_uses cannot be negative".into(),
             ));
         }
         super::kubernetes::refuse_root_policy(&self.token_policies)
+    }
+
+    /// The role ID is made once and kept across updates; a role deleted and written again gets
+    /// a new one.
+    fn keep_from(&mut self, existing: Self) {
+        self.role_id = existing.role_id;
     }
 }
 
@@ -85,21 +93,6 @@ fn now() -> i64 {
 }
 
 impl Auth {
-    /// Creates or updates a role; its role ID survives updates.
-    pub async fn put_approle(
-        &self,
-        mount: &str,
-        name: &str,
-        mut role: AppRole,
-    ) -> Result<(), Error> {
-        role.validate()?;
-        role.role_id = match self.json::<AppRole>(ROLE_KIND, mount, name).await? {
-            Some(existing) if !existing.role_id.is_empty() => existing.role_id,
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
-        self.put_json(ROLE_KIND, mount, name, &role).await
-    }
-
     /// Issues a secret ID for a role.
     pub async fn approle_secret_id(&self, mount: &str, name: &str) -> Result<SecretId, Error> {
         let role: AppRole = self.json(ROLE_KIND, mount, name).await?.ok_or_else(|| {

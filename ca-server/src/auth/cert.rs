@@ -28,9 +28,11 @@ pub struct CertRole {
     pub token_ttl: u64,
 }
 
-impl CertRole {
+impl super::AuthRole for CertRole {
+    const KIND: &'static str = ROLE_KIND;
+
     /// A PEM certificate is required, and no role may hand out root.
-    pub fn validate(&self) -> Result<(), Error> {
+    fn validate(&self) -> Result<(), Error> {
         let trusted = crate::issuer::hierarchy::parse_certs(&self.certificate).unwrap_or_default();
         if trusted.is_empty() {
             return Err(Error::Invalid(
@@ -39,7 +41,9 @@ impl CertRole {
         }
         super::kubernetes::refuse_root_policy(&self.token_policies)
     }
+}
 
+impl CertRole {
     /// Whether `leaf` is trusted: pinned, or signed by one of the role's certificates, within
     /// its validity, with an allowed common name. Returns the common name.
     fn matches(&self, leaf_der: &[u8]) -> Option<String> {

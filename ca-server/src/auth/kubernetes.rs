@@ -36,9 +36,11 @@ pub struct KubernetesRole {
     pub token_ttl: u64,
 }
 
-impl KubernetesRole {
+impl super::AuthRole for KubernetesRole {
+    const KIND: &'static str = ROLE_KIND;
+
     /// Both bindings are required, and no role may hand out root.
-    pub fn validate(&self) -> Result<(), Error> {
+    fn validate(&self) -> Result<(), Error> {
         if self.bound_service_account_names.is_empty()
             || self.bound_service_account_namespaces.is_empty()
         {

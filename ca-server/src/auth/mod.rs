@@ -73,6 +73,16 @@ impl Authorized {
     }
 }
 
+/// A login method's role, as stored under its mount.
+pub trait AuthRole: serde::Serialize + serde::de::DeserializeOwned {
+    /// The stored object kind.
+    const KIND: &'static str;
+    /// The method's rules for a role (no role hands out root).
+    fn validate(&self) -> Result<(), Error>;
+    /// Carries over what an update keeps from the stored role (an AppRole's role ID).
+    fn keep_from(&mut self, _existing: Self) {}
+}
+
 /// The auth layer: the store, the caches and the seal for secrets in auth configuration.
 #[derive(Clone)]
 pub struct Auth {
@@ -160,6 +170,20 @@ impl Auth {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.store.put_object(kind, mount, name, &body, now).await?;
         Ok(())
+    }
+
+    /// Validates and stores a role of a login method.
+    pub async fn put_role<T: AuthRole>(
+        &self,
+        mount: &str,
+        name: &str,
+        mut role: T,
+    ) -> Result<(), Error> {
+        role.validate()?;
+        if let Some(existing) = self.json::<T>(T::KIND, mount, name).await? {
+            role.keep_from(existing);
+        }
+        self.put_json(T::KIND, mount, name, &role).await
     }
 
     /// The compiled policies of a caller.

@@ -9,11 +9,11 @@ use super::routes::{Existence, Route, ops, public, token};
 use super::tokens::auth_object;
 use super::values::{bool_field, duration_field, int_field, list_field, string_field};
 use super::{Call, Operation, VaultError, VaultState, envelope, list_response, no_content};
-use crate::auth::Authorized;
 use crate::auth::approle::{self, AppRole};
 use crate::auth::cert::{self, CertRole};
 use crate::auth::kubernetes::{self, KubernetesConfig, KubernetesRole};
 use crate::auth::token::{Origin, TokenSpec};
+use crate::auth::{AuthRole, Authorized};
 
 const fn existence(kind: &'static str) -> Option<Existence> {
     Some(Existence { kind, mount: None })
@@ -103,34 +103,34 @@ async fn list_cert_roles(
     list_kind(state, call, cert::ROLE_KIND).await
 }
 
-/// Reads, writes or deletes a stored role; `write` builds it from the request.
-async fn crud<T, F>(
+/// Reads, writes or deletes a stored role; `build` reads one from the request's fields, `view`
+/// shows one as Vault does.
+async fn crud<T: AuthRole>(
     state: &VaultState,
     call: &Call,
-    kind: &'static str,
-    write: F,
+    build: fn(&Map<String, Value>) -> Result<T, VaultError>,
     view: fn(T) -> Value,
-) -> Result<Response, VaultError>
-where
-    T: serde::de::DeserializeOwned,
-    F: AsyncFnOnce(&Map<String, Value>) -> Result<(), VaultError>,
-{
+) -> Result<Response, VaultError> {
     let name = call.param(0);
     match call.op {
         Operation::Write => {
-            write(&with_token_aliases(&call.data)).await?;
+            let role = build(&with_token_aliases(&call.data))?;
+            state.auth.put_role(&call.mount, name, role).await?;
             no_content()
         }
         Operation::Read => {
             let role: T = state
                 .auth
-                .json(kind, &call.mount, name)
+                .json(T::KIND, &call.mount, name)
                 .await?
                 .ok_or_else(VaultError::not_found)?;
             Ok(envelope(Some(view(role)), vec![], None))
         }
         Operation::Delete => {
-            state.store.delete_object(kind, &call.mount, name).await?;
+            state
+                .store
+                .delete_object(T::KIND, &call.mount, name)
+                .await?;
             no_content()
         }
         Operation::List => Err(VaultError::unsupported()),
@@ -200,23 +200,16 @@ async fn kubernetes_role(
     crud(
         state,
         call,
-        kubernetes::ROLE_KIND,
-        async |d: &Map<String, Value>| {
-            let role = KubernetesRole {
+        |d| {
+            Ok(KubernetesRole {
                 bound_service_account_names: list_field(d, "bound_service_account_names"),
                 bound_service_account_namespaces: list_field(d, "bound_service_account_namespaces"),
                 audience: string_field(d, "audience"),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
-            };
-            role.validate()?;
-            state
-                .auth
-                .put_json(kubernetes::ROLE_KIND, &call.mount, call.param(0), &role)
-                .await?;
-            Ok(())
+            })
         },
-        |role: KubernetesRole| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),
+        |role| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),
     )
     .await
 }
@@ -251,21 +244,15 @@ async fn approle_role(
     crud(
         state,
         call,
-        approle::ROLE_KIND,
-        async |d: &Map<String, Value>| {
-            let role = AppRole {
-                role_id: String::new(),
+        |d| {
+            Ok(AppRole {
+                role_id: uuid::Uuid::new_v4().to_string(),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
                 secret_id_ttl: seconds(d, "secret_id_ttl")?,
                 secret_id_num_uses: int_field(d, "secret_id_num_uses", 0)?,
                 bind_secret_id: bool_field(d, "bind_secret_id", true)?,
-            };
-            state
-                .auth
-                .put_approle(&call.mount, call.param(0), role)
-                .await?;
-            Ok(())
+            })
         },
         |role: AppRole| {
             let mut v = with_policies_alias(serde_json::to_value(role).unwrap_or_default());
@@ -347,22 +334,15 @@ async fn cert_role(
     crud(
         state,
         call,
-        cert::ROLE_KIND,
-        async |d: &Map<String, Value>| {
-            let role = CertRole {
+        |d| {
+            Ok(CertRole {
                 certificate: string_field(d, "certificate"),
                 allowed_common_names: list_field(d, "allowed_common_names"),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
-            };
-            role.validate()?;
-            state
-                .auth
-                .put_json(cert::ROLE_KIND, &call.mount, call.param(0), &role)
-                .await?;
-            Ok(())
+            })
         },
-        |role: CertRole| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),
+        |role| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),
     )
     .await
 }
