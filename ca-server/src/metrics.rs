@@ -267,6 +267,50 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition, for scrapers that do not ask
+/// for OpenMetrics (`promtool check metrics`, older Prometheus, most other tools): counters'
+/// metadata names carry `_total`, `info` becomes a gauge named `_info`, and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines go.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut kinds: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            kinds.insert(name, kind);
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# TYPE ")
+            .map(|r| ("# TYPE ", r))
+            .or_else(|| line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let (name, tail) = match (kinds.get(name).copied(), prefix) {
+                    (Some("counter"), _) => (format!("{name}_total"), tail.to_owned()),
+                    (Some("info"), "# TYPE ") => (format!("{name}_info"), "gauge".to_owned()),
+                    (Some("info"), _) => (format!("{name}_info"), tail.to_owned()),
+                    (Some("unknown"), "# TYPE ") => (name.to_owned(), "untyped".to_owned()),
+                    _ => (name.to_owned(), tail.to_owned()),
+                };
+                out.push_str(prefix);
+                out.push_str(&name);
+                out.push(' ');
+                out.push_str(&tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -276,6 +320,7 @@ fn secs(d: Duration) -> i64 {
 struct CaCertificate {
     issuer: String,
     subject: String,
+    common_name: String,
     role: &'static str,
     not_after: i64,
 }
@@ -299,9 +344,17 @@ fn ca_certificates(ca: &CertificateAuthority) -> Vec<CaCertificate> {
         } else {
             "intermediate"
         };
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         out.push(CaCertificate {
             issuer: ca.issuer_id().to_owned(),
             subject,
+            common_name,
             role,
             not_after: cert.validity().not_after.timestamp(),
         });
@@ -325,6 +378,24 @@ fn origin(o: Origin) -> &'static str {
 
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            // The issuer id labels every series; this names it, for alerts and dashboards to join
+            // (`* on (issuer) group_left (common_name) ca_issuer_info`).
+            let mut m = encoder.encode_descriptor(
+                "ca_issuer_info",
+                "The issuing CA behind each issuer id: its common name and subject",
+                None,
+                MetricType::Gauge,
+            )?;
+            if let Some(issuing) = self.ca.iter().find(|c| c.role == "issuing") {
+                let labels = [
+                    ("issuer", issuing.issuer.as_str()),
+                    ("common_name", issuing.common_name.as_str()),
+                    ("subject", issuing.subject.as_str()),
+                ];
+                m.encode_family(&labels)?.encode_gauge(&1i64)?;
+            }
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "ca_issuer_not_after_timestamp_seconds",
@@ -486,18 +557,22 @@ impl Collector for StateCollector {
             )?;
             for ((o, issuer, profile), (counts, sum)) in &histograms {
                 let labels = [("origin", *o), ("issuer", *issuer), ("profile", *profile)];
-                let mut cumulative = 0u64;
-                let mut buckets = Vec::with_capacity(counts.len());
-                for (i, count) in counts.iter().enumerate() {
-                    cumulative += count;
-                    let bound = REMAINING_LIFETIME_BUCKETS
-                        .get(i)
-                        .map_or(f64::INFINITY, |b| *b as f64);
-                    buckets.push((bound, cumulative));
-                }
+                // prometheus-client cumulates the per-bucket counts itself: pass each bucket's
+                // own count (passing running totals counted every certificate many times over).
+                let buckets: Vec<(f64, u64)> = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, count)| {
+                        let bound = REMAINING_LIFETIME_BUCKETS
+                            .get(i)
+                            .map_or(f64::INFINITY, |b| *b as f64);
+                        (bound, *count)
+                    })
+                    .collect();
+                let total: u64 = counts.iter().sum();
                 m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                     *sum as f64,
-                    cumulative,
+                    total,
                     &buckets,
                     None,
                 )?;
@@ -518,5 +593,74 @@ impl Collector for StateCollector {
         )?;
         m.encode_gauge(&self.now)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ca_store::report::LifetimeCell;
+
+    fn cell(bucket: usize, count: u64) -> LifetimeCell {
+        LifetimeCell {
+            origin: Origin::Issued,
+            issuer_id: "ab".into(),
+            profile: "spiffe".into(),
+            namespace: "team-a".into(),
+            bucket,
+            count,
+            remaining_sum: 100,
+            earliest_not_after: 0,
+        }
+    }
+
+    fn render(cells: Vec<LifetimeCell>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(StateCollector {
+            ca: vec![],
+            crl: vec![],
+            snapshot: MetricsSnapshot {
+                cells,
+                tracked: vec![],
+                tracked_truncated: false,
+            },
+            now: 0,
+            query_seconds: 0.0,
+        }));
+        let mut out = String::new();
+        text::encode(&mut out, &registry).expect("encode");
+        out
+    }
+
+    fn sample(text: &str, prefix: &str) -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    /// 40 certificates: 10 under 1 h, 30 between 1 d and 2 d. Each bucket counts its own and
+    /// everything below, once; +Inf equals the count.
+    #[test]
+    fn histogram_buckets_cumulate_once() {
+        let text = render(vec![cell(2, 10), cell(7, 30)]);
+        let h = "ca_certificate_remaining_lifetime_seconds";
+        assert_eq!(sample(&text, &format!("{h}_count")), 40);
+        assert_eq!(sample(&text, &format!("{h}_bucket{{le=\"+Inf\"")), 40);
+        assert_eq!(sample(&text, &format!("{h}_bucket{{le=\"3600.0\"")), 10);
+        assert_eq!(sample(&text, &format!("{h}_bucket{{le=\"86400.0\"")), 10);
+        assert_eq!(sample(&text, &format!("{h}_bucket{{le=\"172800.0\"")), 40);
+        assert_eq!(sample(&text, &format!("{h}_bucket{{le=\"0.0\"")), 0);
+    }
+
+    #[test]
+    fn text_format_for_scrapers_that_do_not_ask_for_openmetrics() {
+        let om = "# HELP ca_issuance Requests.\n# TYPE ca_issuance counter\nca_issuance_total{a=\"b\"} 1\n# HELP ca_build Build.\n# TYPE ca_build info\nca_build_info{version=\"1\"} 1\n# TYPE x_seconds gauge\n# UNIT x_seconds seconds\nx_seconds 2\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP ca_issuance_total Requests.\n# TYPE ca_issuance_total counter\nca_issuance_total{a=\"b\"} 1\n# HELP ca_build_info Build.\n# TYPE ca_build_info gauge\nca_build_info{version=\"1\"} 1\n# TYPE x_seconds gauge\nx_seconds 2\n"
+        );
     }
 }

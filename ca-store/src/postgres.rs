@@ -10,6 +10,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::{Backend, DatabaseUrl, Error};
 
+/// How long a query waits for a connection. While the database is down, acquiring keeps trying
+/// to connect for this long: it is how long a request waits before it is answered "try again"
+/// (503), so it stays short.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// PostgreSQL-backed ledger.
 #[derive(Debug, Clone)]
 pub struct PostgresLedger {
@@ -23,7 +28,7 @@ impl PostgresLedger {
         let options = PgConnectOptions::from_str(url.expose())?.application_name("ca-server");
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;

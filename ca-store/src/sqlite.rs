@@ -29,6 +29,11 @@ const READERS: usize = 4;
 /// How long a query waits for a connection before it is answered "try again".
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a statement waits for a lock another process holds (a backup, a CLI command) before
+/// the request is answered "try again". The server's own writes never contend (one writer
+/// connection), so this only ever waits on others.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// SQLite-backed ledger.
 #[derive(Debug)]
 pub struct SqliteLedger {
@@ -47,7 +52,7 @@ impl SqliteLedger {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             // Checkpoint every ~40 MB of WAL instead of 4 MB: index pages rewritten by many
             // commits are copied to the database file once per checkpoint, not once per 4 MB.
             .pragma("wal_autocheckpoint", "10000")

@@ -4,8 +4,11 @@
 //! Callers hand a row to [`LedgerWriter::record`] and wait. The task takes every row queued while
 //! the previous transaction was committing and writes them in one transaction, so under load many
 //! certificates share one fsync, and at low load a lone row is committed at once (no linger).
-//! A caller is answered only after *its* row is committed; if a batch fails, its rows are retried
-//! one by one so each caller gets its own answer (one duplicate serial does not fail the others).
+//! A caller is answered only after *its* row is committed. If a batch fails for a reason of its
+//! own rows (a duplicate serial), they are retried one by one so each caller gets its own answer;
+//! if it fails because the database is unavailable, every caller gets that transient error at
+//! once (retrying row by row would hold the single writer, and every caller queued behind it, for
+//! one timeout per row).
 
 use std::sync::Arc;
 
@@ -146,6 +149,16 @@ async fn commit(
         Err(e) if rows.len() == 1 => {
             if let Some(done) = waiters.pop() {
                 let _ = done.send(Err(e));
+            }
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, rows = rows.len(), "batch insert failed: database unavailable");
+            let message = e.to_string();
+            for done in waiters.drain(..) {
+                let _ = done.send(Err(Error::BatchFailed {
+                    transient: true,
+                    message: message.clone(),
+                }));
             }
         }
         Err(e) => {

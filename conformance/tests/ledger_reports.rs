@@ -638,6 +638,60 @@ async fn ledger_api_metrics_revocation_and_crl() {
         })
         .expect("1h bucket");
     assert_eq!(metric_value(le_1h), 1.0);
+    // Buckets cumulate once: +Inf equals _count (the mesh-layer alert reads these).
+    let spiffe_sample = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains("profile=\"spiffe\""))
+            .map(metric_value)
+            .unwrap_or_else(|| panic!("no {prefix} for spiffe in\n{text}"))
+    };
+    assert_eq!(
+        spiffe_sample("ca_certificate_remaining_lifetime_seconds_count"),
+        1.0
+    );
+    let inf = text
+        .lines()
+        .find(|l| {
+            l.starts_with("ca_certificate_remaining_lifetime_seconds_bucket")
+                && l.contains("le=\"+Inf\"")
+                && l.contains("profile=\"spiffe\"")
+        })
+        .map(metric_value)
+        .expect("+Inf bucket");
+    assert_eq!(inf, 1.0);
+    // Without an OpenMetrics Accept header the exposition is text 0.0.4, which promtool accepts;
+    // the issuer id is named by ca_issuer_info.
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    let checked = check.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && !said.contains("error"),
+        "promtool check metrics: {said}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("ca_issuer_info{")
+            && l.contains("common_name=\"ca-server Issuing CA\"")),
+        "{text}"
+    );
     assert!(
         metric_lines(&text, "ca_issuer_not_after_timestamp_seconds")
             .iter()
@@ -654,7 +708,22 @@ async fn ledger_api_metrics_revocation_and_crl() {
         .expect("vault refused");
     assert_eq!(metric_value(refused), 1.0);
     assert!(text.contains("ca_build_info{version="));
-    assert!(text.trim_end().ends_with("# EOF"));
+    assert!(
+        !text.contains("# EOF"),
+        "text 0.0.4 unless OpenMetrics is asked for"
+    );
+    let om = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "-H"])
+        .arg("Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .arg(format!("{}/metrics", server.http_url()))
+        .output()
+        .expect("curl");
+    let om = String::from_utf8_lossy(&om.stdout);
+    assert!(
+        om.trim_end().ends_with("# EOF"),
+        "OpenMetrics when asked: {om}"
+    );
+    assert!(om.contains("# TYPE ca_issuance counter"));
 
     // Revocation from the CLI reaches the ledger and, within seconds, the CRL.
     ok(run(&[

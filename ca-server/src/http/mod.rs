@@ -77,10 +77,19 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Ready when the database answers; the CA key is loaded before the listener starts.
+/// How long readiness waits for the database: well under kubelet's default 1 s probe timeout,
+/// so an unreachable database reads as 503, not as a probe timeout.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Ready when the database answers within [`READY_TIMEOUT`]; the CA key is loaded before the
+/// listener starts.
 async fn readyz(State(state): State<AppState>) -> Response {
     let ca = state.issuance.ca();
-    match state.store.ping().await {
+    let ping = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
+    };
+    match ping {
         Ok(()) => axum::Json(json!({
             "status": "ready",
             "database": "ok",
@@ -113,8 +122,10 @@ fn pem_response(body: String) -> Response {
         .into_response()
 }
 
-/// Prometheus scrape: event counters plus state read from the ledger now (OpenMetrics text).
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus scrape: event counters plus state read from the ledger now. OpenMetrics when the
+/// scraper asks for it (`Accept: application/openmetrics-text`, as Prometheus does), else the
+/// text format 0.0.4, as client_golang negotiates.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let rendered = state
         .issuance
         .metrics()
@@ -125,8 +136,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.crl.status(),
         )
         .await;
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     match rendered {
-        Ok(body) => (
+        Ok(body) if openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(
@@ -134,6 +150,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 ),
             )],
             body,
+        )
+            .into_response(),
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            crate::metrics::openmetrics_to_text(&body),
         )
             .into_response(),
         Err(e) => {
