@@ -41,6 +41,8 @@ pub struct Config {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "crate::duration::serde_duration")]
     pub shutdown_grace: Duration,
+    /// Bounds on connections and requests.
+    pub limits: crate::http::limit::Limits,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             metrics: crate::metrics::MetricsConfig::default(),
             retention: RetentionConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            limits: crate::http::limit::Limits::default(),
         }
     }
 }

@@ -334,6 +334,7 @@ pub async fn serve(config: Config) -> Result<()> {
         vault,
         crl,
         metrics: config.metrics.clone(),
+        in_flight: http::limit::InFlight::new(config.limits.max_in_flight),
     };
     let router = http::app(state.clone());
 
@@ -349,6 +350,7 @@ pub async fn serve(config: Config) -> Result<()> {
         router.clone(),
         stop_rx.clone(),
         config.shutdown_grace,
+        config.limits.clone(),
     ));
     if let Some(addr) = config.http_listen {
         let plain = TcpListener::bind(addr)
@@ -362,6 +364,7 @@ pub async fn serve(config: Config) -> Result<()> {
             http::public_app(state),
             stop_rx,
             config.shutdown_grace,
+            config.limits.clone(),
         ));
     }
 

@@ -59,6 +59,7 @@ async fn fixture() -> Fixture {
         vault: Some(vault.clone()),
         crl,
         metrics: config.metrics.clone(),
+        in_flight: ca_server::http::limit::InFlight::new(64),
     };
     Fixture {
         _dir: dir,

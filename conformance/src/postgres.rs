@@ -60,6 +60,7 @@ pub struct EphemeralPostgres {
     pub url: String,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    options: String,
 }
 
 fn bin_dir() -> PathBuf {
@@ -137,19 +138,36 @@ impl EphemeralPostgres {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             dir.path().display()
         );
-        run_ok(
-            as_db_user(&bin, "pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-o", &options, "-w", "-t", "60", "-l"])
-                .arg(dir.path().join("server.log"))
-                .arg("start"),
-        );
-        Self {
+        let server = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir,
             bin,
-        }
+            options,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Stops the server at once (`-m immediate`, as a crash or an outage would).
+    pub fn stop(&self) {
+        run_ok(
+            as_db_user(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"]),
+        );
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub fn start_again(&self) {
+        run_ok(
+            as_db_user(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-o", &self.options, "-w", "-t", "60", "-l"])
+                .arg(self.dir.path().join("server.log"))
+                .arg("start"),
+        );
     }
 }
 

@@ -365,7 +365,7 @@ async fn replay_nonce(State(state): State<AcmeState>, request: Request, next: Ne
 /// The ACME routes, mounted at the root router. Every answer is a problem document or a resource,
 /// with a fresh `Replay-Nonce`: wrong methods get 405 and unknown paths under `/acme/` 404, both
 /// as problems (clients retry badNonce and parse problems on every response).
-pub fn router(state: AcmeState) -> Router {
+pub fn router(state: AcmeState, in_flight: crate::http::limit::InFlight) -> Router {
     use axum::routing::any;
     use handlers::*;
     Router::new()
@@ -431,8 +431,20 @@ pub fn router(state: AcmeState) -> Router {
         .route("/acme", any(unknown_resource))
         .route("/acme/", any(unknown_resource))
         .route("/acme/{*rest}", any(unknown_resource))
+        // Inside the nonce layer: a shed request still gets a fresh nonce to retry with.
+        .layer(middleware::from_fn_with_state(
+            (in_flight, busy as crate::http::limit::Busy),
+            crate::http::limit::shed,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), replay_nonce))
         .with_state(state)
+}
+
+/// The server is full: 503 + Retry-After as a problem document.
+fn busy() -> Response {
+    axum::response::IntoResponse::into_response(
+        problem::AcmeError::unavailable("the server is busy; retry shortly").with_retry_after(1),
+    )
 }
 
 /// 405 as a problem document.

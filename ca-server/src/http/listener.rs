@@ -1,12 +1,15 @@
 //! Accept loops for the HTTPS and plain-HTTP listeners, with graceful shutdown: on the signal,
-//! stop accepting, let in-flight requests finish within a grace period, then return.
+//! stop accepting, let in-flight requests finish within a grace period, then return. Each listener
+//! holds at most [`Limits::max_connections`] connections (later ones are closed as they arrive),
+//! gives a client [`Limits::header_read_timeout`] to send each request's headers (which also ends
+//! idle keep-alive connections), and bounds HTTP/2 streams per connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -14,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+
+use super::limit::Limits;
 
 /// A TLS handshake that takes longer than this is dropped (slow-loris protection).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,9 +43,22 @@ pub async fn serve(
     router: Router,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    limits: Limits,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -53,6 +71,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(%remote, "connection limit reached: closing a new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service_for = move |info: ConnectionInfo| {
@@ -63,7 +86,7 @@ pub async fn serve(
                 },
             ))
         };
-        let builder = Builder::new(TokioExecutor::new());
+        let builder = builder.clone();
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -99,6 +122,7 @@ pub async fn serve(
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%remote, error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             None => {
@@ -115,6 +139,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(%remote, error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
         }

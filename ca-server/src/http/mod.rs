@@ -6,6 +6,7 @@
 //! into each protocol's own error form; internal details are logged, never echoed.
 
 pub mod crl;
+pub mod limit;
 pub mod listener;
 pub mod tls;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub crl: crl::CrlCache,
     /// `/metrics` settings.
     pub metrics: crate::metrics::MetricsConfig,
+    /// Protocol requests being handled, shared by ACME and the Vault API.
+    pub in_flight: limit::InFlight,
 }
 
 /// Public material only: what the plain-HTTP listener serves. Every other path is 404 there.
@@ -65,10 +68,10 @@ pub fn public_app(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let mut router = public_app(state.clone());
     if let Some(acme) = state.acme {
-        router = router.merge(crate::acme::router(acme));
+        router = router.merge(crate::acme::router(acme, state.in_flight.clone()));
     }
     if let Some(vault) = state.vault {
-        router = router.merge(crate::vault::router(vault));
+        router = router.merge(crate::vault::router(vault, state.in_flight.clone()));
     }
     router
 }

@@ -327,11 +327,20 @@ async fn acl_operation(
     })
 }
 
+/// The server is full: 503 + Retry-After.
+fn busy() -> Response {
+    VaultError::unavailable("the server is busy; retry shortly").into_response()
+}
+
 /// The `/v1/…` routes.
-pub fn router(state: VaultState) -> Router {
+pub fn router(state: VaultState, in_flight: crate::http::limit::InFlight) -> Router {
     Router::new()
         .route("/v1", axum::routing::any(dispatch))
         .route("/v1/", axum::routing::any(dispatch))
         .route("/v1/{*path}", axum::routing::any(dispatch))
+        .layer(axum::middleware::from_fn_with_state(
+            (in_flight, busy as crate::http::limit::Busy),
+            crate::http::limit::shed,
+        ))
         .with_state(state)
 }

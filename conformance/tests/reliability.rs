@@ -1,0 +1,328 @@
+//! Behaviour while something is wrong: slow or too many clients, a full server, the database gone
+//! (PostgreSQL stopped) or locked (SQLite held by another process). Promises: bounded connections
+//! and headers, 503 + `Retry-After` in each protocol's form instead of hangs, readiness failing
+//! fast, nothing half-written, and service resuming by itself.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conformance::acme::{Https, Response};
+use conformance::postgres::EphemeralPostgres;
+use conformance::server::CaServer;
+use conformance::vault::{Vault, errors, ledger_total};
+use serde_json::json;
+
+fn config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("ca.toml");
+    std::fs::write(&path, toml).expect("config");
+    path.display().to_string()
+}
+
+/// Reads until EOF or `limit`; returns whether the peer closed the connection in time.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_surplus_connections_are_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        tmp.path(),
+        "[limits]\nheader_read_timeout = \"1s\"\nmax_connections = 8\n",
+    );
+    let server = CaServer::start(&tmp.path().join("data"), &["--config", &cfg]);
+
+    // Slow loris: headers a byte at a time, never finished. Closed after the header timeout.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.http).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHo").expect("write");
+            s
+        })
+        .collect();
+    for s in &mut slow {
+        let _ = s.write_all(b"s");
+        assert!(
+            closed_within(s, Duration::from_secs(10)),
+            "a slow client is cut off"
+        );
+    }
+    // An idle keep-alive connection too.
+    let mut idle = TcpStream::connect(server.http).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)),
+        "idle keep-alive ends"
+    );
+
+    // Eight connections held open: the ninth is closed as it arrives; a slot frees, a client
+    // gets in again.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.http).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut surplus = TcpStream::connect(server.http).expect("the kernel accepts");
+    let _ = surplus.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        closed_within(&mut surplus, Duration::from_secs(2)),
+        "beyond the cap: closed at once"
+    );
+    drop(held);
+    let mut answered = false;
+    for _ in 0..50 {
+        let (code, _) = conformance::openssl::curl_http(&format!("{}/healthz", server.http_url()));
+        if code == 200 {
+            answered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(answered, "served again once connections closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_answers_503_in_each_protocol() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), "[limits]\nmax_in_flight = 1\n");
+    let server = CaServer::start(&tmp.path().join("data"), &["--config", &cfg]);
+    let vault = Vault::connect(&server);
+
+    // A request that takes long: a kubernetes login whose TokenReview goes to an "API server"
+    // that accepts connections and never answers (the server gives up after 10 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let bundle = conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1;
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": format!("https://127.0.0.1:{silent_port}"), "kubernetes_ca_cert": bundle}),
+        )
+        .await;
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/role/any",
+            json!({"bound_service_account_names": "*", "bound_service_account_namespaces": "*"}),
+        )
+        .await;
+    let addr = server.https;
+    let authority = format!("localhost:{}", server.https.port());
+    let slow = tokio::spawn({
+        let (authority, bundle) = (authority.clone(), bundle.clone());
+        async move {
+            Https::new(addr, &authority, &bundle)
+                .request_with(
+                    "POST",
+                    "/v1/auth/kubernetes/login",
+                    &[],
+                    None,
+                    json!({"role": "any", "jwt": "a.b.c"})
+                        .to_string()
+                        .into_bytes(),
+                )
+                .await
+                .status
+        }
+    });
+    // Wait until the slow login holds the only slot.
+    let fresh = || Https::new(addr, &authority, &bundle);
+    let mut busy: Option<Response> = None;
+    for _ in 0..100 {
+        let r = fresh()
+            .request("GET", "/v1/sys/health", None, Vec::new())
+            .await;
+        if r.status == 503 {
+            busy = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let busy = busy.expect("the Vault API sheds load while full");
+    assert_eq!(busy.header("retry-after").as_deref(), Some("2"));
+    assert_eq!(
+        errors(&busy),
+        vec!["the server is busy; retry shortly".to_owned()]
+    );
+    let acme = fresh()
+        .request("GET", "/acme/directory", None, Vec::new())
+        .await;
+    assert_eq!(acme.status, 503);
+    assert_eq!(
+        acme.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert_eq!(acme.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        acme.header("replay-nonce").is_some(),
+        "a nonce to retry with"
+    );
+    // Probes and public material are never shed.
+    let (code, _) = conformance::openssl::curl_http(&format!("{}/healthz", server.http_url()));
+    assert_eq!(code, 200);
+    assert_eq!(
+        slow.await.expect("login task"),
+        503,
+        "the API server never answered"
+    );
+    // Room again.
+    assert_eq!(
+        fresh()
+            .request("GET", "/v1/sys/health", None, Vec::new())
+            .await
+            .status,
+        200
+    );
+    drop(silent);
+}
+
+/// Issues through the Vault API; returns the status and, on success, the serial.
+async fn issue(vault: &Vault, cn: &str) -> (u16, Option<String>, Duration, Option<String>) {
+    let started = Instant::now();
+    let r = vault
+        .call(
+            "POST",
+            "pki_int/issue/web",
+            Some(&vault.token),
+            Some(json!({"common_name": cn})),
+        )
+        .await;
+    let serial = r.json()["data"]["serial_number"]
+        .as_str()
+        .map(str::to_owned);
+    (r.status, serial, started.elapsed(), r.header("retry-after"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_outage_is_503_and_passes() {
+    let pg = tokio::task::spawn_blocking(EphemeralPostgres::start)
+        .await
+        .expect("postgres");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db_args = ["--database-url", pg.url.as_str()];
+    let server = CaServer::start(&tmp.path().join("data"), &db_args);
+    let vault = Vault::connect(&server);
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/web",
+            json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any"}),
+        )
+        .await;
+    let mut issued = Vec::new();
+    for i in 0..5 {
+        let (status, serial, _, _) = issue(&vault, &format!("a{i}.svc.cluster.local")).await;
+        assert_eq!(status, 200);
+        issued.extend(serial);
+    }
+
+    pg.stop();
+    // Past the caches' 2 s: every answer now needs the database.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..5 {
+        let (status, serial, took, retry) = issue(&vault, &format!("b{i}.svc.cluster.local")).await;
+        assert_eq!(
+            (status, serial, retry.as_deref()),
+            (503, None, Some("2")),
+            "during the outage"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "503 quickly, not a hang: {took:?}"
+        );
+    }
+    let started = Instant::now();
+    let (code, _) = conformance::openssl::curl_http(&format!("{}/readyz", server.http_url()));
+    assert_eq!(code, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "readiness answers inside kubelet's 1 s"
+    );
+    let (code, _) = conformance::openssl::curl_http(&format!("{}/healthz", server.http_url()));
+    assert_eq!(code, 200, "liveness does not depend on the database");
+
+    pg.start_again();
+    let mut recovered = None;
+    for i in 0..60 {
+        let (status, serial, _, _) = issue(&vault, &format!("c{i}.svc.cluster.local")).await;
+        if status == 200 {
+            recovered = serial;
+            break;
+        }
+        assert_eq!(status, 503, "only 503 until the database is back");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    issued.push(recovered.expect("service resumes by itself"));
+    assert_eq!(
+        ledger_total(&server.data_dir, &db_args),
+        issued.len() as u64 + 1,
+        "every certificate returned is recorded (plus the server's own), none from the outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_is_503_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = CaServer::start(&tmp.path().join("data"), &[]);
+    let vault = Vault::connect(&server);
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/web",
+            json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any"}),
+        )
+        .await;
+    let before = ledger_total(&server.data_dir, &[]);
+    // Another process holds the write lock (as a backup or a stray tool might).
+    let db = server.data_dir.join("ledger.db");
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, sys, time\nc = sqlite3.connect({:?}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()\n",
+            db.display().to_string()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = [0u8; 7];
+    holder
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut line)
+        .expect("locked");
+    let (status, serial, took, retry) = issue(&vault, "locked.svc.cluster.local").await;
+    assert_eq!((status, serial, retry.as_deref()), (503, None, Some("2")));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let (status, _, _, _) = issue(&vault, "after.svc.cluster.local").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ledger_total(&server.data_dir, &[]),
+        before + 1,
+        "nothing from the locked attempt"
+    );
+}
