@@ -460,6 +460,7 @@ impl Collector for StateCollector {
                     ("issuer", t.issuer_id.as_str()),
                     ("profile", t.profile.as_str()),
                     ("namespace", t.namespace.as_str()),
+                    ("workload_namespace", t.workload_namespace.as_str()),
                     ("name", t.name.as_str()),
                     ("requester", t.requester.as_str()),
                 ];
@@ -487,8 +488,8 @@ impl Collector for StateCollector {
         m.encode_gauge(&i64::from(self.snapshot.tracked_truncated))?;
 
         // Aggregates over all current, unexpired certificates.
-        let mut groups: std::collections::BTreeMap<(&str, &str, &str, &str), (u64, i64)> =
-            Default::default();
+        type Group<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+        let mut groups: std::collections::BTreeMap<Group<'_>, (u64, i64)> = Default::default();
         let mut histograms: std::collections::BTreeMap<(&str, &str, &str), (Vec<u64>, i64)> =
             Default::default();
         for cell in &self.snapshot.cells {
@@ -498,6 +499,7 @@ impl Collector for StateCollector {
                     cell.issuer_id.as_str(),
                     cell.profile.as_str(),
                     cell.namespace.as_str(),
+                    cell.workload_namespace.as_str(),
                 ))
                 .or_insert((0, i64::MAX));
             g.0 += cell.count;
@@ -521,12 +523,13 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for ((o, issuer, profile, namespace), (count, _)) in &groups {
+            for ((o, issuer, profile, namespace, workload), (count, _)) in &groups {
                 let labels = [
                     ("origin", *o),
                     ("issuer", *issuer),
                     ("profile", *profile),
                     ("namespace", *namespace),
+                    ("workload_namespace", *workload),
                 ];
                 m.encode_family(&labels)?.encode_gauge(count)?;
             }
@@ -538,12 +541,13 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for ((o, issuer, profile, namespace), (_, earliest)) in &groups {
+            for ((o, issuer, profile, namespace, workload), (_, earliest)) in &groups {
                 let labels = [
                     ("origin", *o),
                     ("issuer", *issuer),
                     ("profile", *profile),
                     ("namespace", *namespace),
+                    ("workload_namespace", *workload),
                 ];
                 m.encode_family(&labels)?.encode_gauge(earliest)?;
             }
@@ -607,6 +611,7 @@ mod tests {
             issuer_id: "ab".into(),
             profile: "spiffe".into(),
             namespace: "team-a".into(),
+            workload_namespace: String::new(),
             bucket,
             count,
             remaining_sum: 100,

@@ -26,6 +26,32 @@ pub fn normalize_dns_name(name: &str) -> Option<String> {
     valid.then_some(name)
 }
 
+/// The Kubernetes namespace a certificate's names point at: a SPIFFE ID's `/ns/<namespace>/`
+/// segment, else the first DNS name of the form `<service>.<namespace>.svc[.<cluster domain>]`
+/// (or a wildcard under `<namespace>.svc`). None when neither appears.
+pub fn workload_namespace<'a>(
+    spiffe_id: Option<&str>,
+    dns_names: impl IntoIterator<Item = &'a String>,
+) -> Option<String> {
+    if let Some(ns) = spiffe_id.and_then(|id| {
+        let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+        let mut segments = path.split('/');
+        while let Some(segment) = segments.next() {
+            if segment == "ns" {
+                return segments.next().filter(|s| !s.is_empty());
+            }
+        }
+        None
+    }) {
+        return Some(ns.to_owned());
+    }
+    dns_names.into_iter().find_map(|name| {
+        let labels: Vec<&str> = name.split('.').collect();
+        (labels.len() >= 3 && labels[2] == "svc" && !labels[1].is_empty())
+            .then(|| labels[1].to_owned())
+    })
+}
+
 /// True when `s` holds a control character: C0 (including NUL), DEL or C1. Such characters let a
 /// name display as something else in logs, UIs and other parsers, so no certificate carries one.
 pub fn has_control_character(s: &str) -> bool {
@@ -99,6 +125,37 @@ mod tests {
             assert_eq!(normalize_dns_name(bad), None, "{bad:?}");
         }
         assert_eq!(normalize_dns_name(&format!("{}.com", "a".repeat(64))), None);
+    }
+
+    #[test]
+    fn workload_namespaces() {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        assert_eq!(
+            workload_namespace(
+                Some("spiffe://cluster.local/ns/payments/sa/api"),
+                &names(&[])
+            ),
+            Some("payments".into())
+        );
+        assert_eq!(
+            workload_namespace(
+                None,
+                &names(&["api.example.com", "web.team-a.svc.cluster.local"])
+            ),
+            Some("team-a".into())
+        );
+        assert_eq!(
+            workload_namespace(None, &names(&["*.team-b.svc"])),
+            Some("team-b".into())
+        );
+        assert_eq!(
+            workload_namespace(None, &names(&["a.b.c.example", "svc.x"])),
+            None
+        );
+        assert_eq!(
+            workload_namespace(Some("spiffe://td/ns"), &names(&[])),
+            None
+        );
     }
 
     #[test]

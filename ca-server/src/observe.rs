@@ -264,6 +264,7 @@ pub fn describe(der: &[u8], source: &str, now: i64) -> Result<NewCertificate> {
         _ => "other",
     };
     let spiffe_id = uris.iter().find(|u| u.starts_with("spiffe://")).cloned();
+    let workload_namespace = crate::names::workload_namespace(spiffe_id.as_deref(), &dns_names);
     Ok(NewCertificate {
         serial,
         issuer_id: common_name(&cert, true).unwrap_or_else(|| cert.issuer().to_string()),
@@ -283,6 +284,7 @@ pub fn describe(der: &[u8], source: &str, now: i64) -> Result<NewCertificate> {
         created_at: now,
         der: der.to_vec(),
         crl_shard: None,
+        workload_namespace,
     })
 }
 

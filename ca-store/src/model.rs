@@ -112,6 +112,9 @@ pub struct NewCertificate {
     pub der: Vec<u8>,
     /// The CRL shard its distribution point names, when CRLs are sharded.
     pub crl_shard: Option<u32>,
+    /// The workload's namespace, where the certificate names it (SPIFFE `ns/…`,
+    /// `<svc>.<ns>.svc[.<domain>]`); the requester's is [`Requester::namespace`].
+    pub workload_namespace: Option<String>,
 }
 
 /// Where a ledger row came from.
@@ -245,13 +248,13 @@ impl ExpiryQuery {
 pub(crate) const INSERT_COLUMNS: &str = "serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
      protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
-     der, origin, source, name, fingerprint, lineage, observed_at, crl_shard";
+     der, origin, source, name, fingerprint, lineage, observed_at, crl_shard, workload_namespace";
 
 pub(crate) const SELECT_COLUMNS: &str = "id, serial, issuer_id, profile, subject, common_name, \
      dns_names, ip_addresses, uris, emails, spiffe_id, key_algorithm, not_before, not_after, \
      protocol, requester, namespace, service_account, requester_detail, request_id, created_at, \
      revoked_at, revocation_reason, der, origin, source, name, fingerprint, superseded_at, \
-     observed_at, crl_shard";
+     observed_at, crl_shard, workload_namespace";
 
 /// SHA-256 of a certificate's DER.
 pub(crate) fn fingerprint(der: &[u8]) -> Vec<u8> {
@@ -347,6 +350,7 @@ pub(crate) struct RawRow {
     superseded_at: Option<i64>,
     observed_at: Option<i64>,
     crl_shard: Option<i64>,
+    workload_namespace: Option<String>,
 }
 
 fn json_list(column: &str, value: &str) -> Result<Vec<String>, crate::Error> {
@@ -393,6 +397,7 @@ impl RawRow {
                 created_at: self.created_at,
                 der: self.der.unwrap_or_default(),
                 crl_shard: self.crl_shard.and_then(|s| u32::try_from(s).ok()),
+                workload_namespace: self.workload_namespace,
             },
             revoked_at: self.revoked_at,
             revocation_reason: self.revocation_reason,

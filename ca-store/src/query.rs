@@ -78,7 +78,8 @@ where
             .push_bind(crate::model::fingerprint(&c.der))
             .push_bind(row.lineage.clone())
             .push_bind(row.observed_at)
-            .push_bind(c.crl_shard.map(i64::from));
+            .push_bind(c.crl_shard.map(i64::from))
+            .push_bind(c.workload_namespace.clone());
     });
     qb
 }
@@ -236,7 +237,8 @@ where
     i64: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(
-        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, ",
+        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, \
+         COALESCE(workload_namespace, '') AS workload_namespace, ",
     );
     if bounds.is_empty() {
         qb.push("CAST(0 AS BIGINT) AS bucket, ");
@@ -256,7 +258,7 @@ where
         .push("), 0) AS BIGINT) AS remaining_sum, min(not_after) AS earliest FROM certificates")
         .push(" WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ")
         .push_bind(now)
-        .push(" GROUP BY 1, 2, 3, 4, 5");
+        .push(" GROUP BY 1, 2, 3, 4, 5, 6");
     qb
 }
 
@@ -269,7 +271,8 @@ where
     i64: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new(
-        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, name, \
+        "SELECT origin, issuer_id, profile, COALESCE(namespace, '') AS namespace, \
+         COALESCE(workload_namespace, '') AS workload_namespace, name, \
          requester, not_before, not_after FROM certificates \
          WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after >= ",
     );

@@ -56,6 +56,8 @@ pub struct LifetimeCell {
     pub profile: String,
     /// Requester's namespace; empty when unknown.
     pub namespace: String,
+    /// The workload's namespace the certificate names; empty when it names none.
+    pub workload_namespace: String,
     /// Index of the first bucket bound ≥ the remaining lifetime; `bounds.len()` for +Inf.
     pub bucket: usize,
     /// Certificates in this cell.
@@ -77,6 +79,8 @@ pub struct TrackedCertificate {
     pub profile: String,
     /// Requester's namespace; empty when unknown.
     pub namespace: String,
+    /// The workload's namespace the certificate names; empty when it names none.
+    pub workload_namespace: String,
     /// What reports call it.
     pub name: String,
     /// Who asked (or where it was observed).
@@ -120,6 +124,7 @@ pub(crate) struct RawCell {
     pub issuer_id: String,
     pub profile: String,
     pub namespace: String,
+    pub workload_namespace: String,
     pub bucket: i64,
     pub count: i64,
     pub remaining_sum: i64,
@@ -132,6 +137,7 @@ pub(crate) struct RawTracked {
     pub issuer_id: String,
     pub profile: String,
     pub namespace: String,
+    pub workload_namespace: String,
     pub name: String,
     pub requester: String,
     pub not_before: i64,
@@ -162,6 +168,7 @@ impl RawCell {
             issuer_id: self.issuer_id,
             profile: self.profile,
             namespace: self.namespace,
+            workload_namespace: self.workload_namespace,
             bucket: usize::try_from(self.bucket).unwrap_or(0),
             count: count(self.count),
             remaining_sum: self.remaining_sum,
@@ -177,6 +184,7 @@ impl RawTracked {
             issuer_id: self.issuer_id,
             profile: self.profile,
             namespace: self.namespace,
+            workload_namespace: self.workload_namespace,
             name: self.name,
             requester: self.requester,
             not_before: self.not_before,

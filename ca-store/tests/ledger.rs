@@ -46,6 +46,7 @@ fn cert(serial: u32, not_after: i64, namespace: &str, profile: &str) -> NewCerti
         created_at: 1_700_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, serial as u8],
         crl_shard: Some(serial % 4),
+        workload_namespace: Some("payments".into()),
     }
 }
 

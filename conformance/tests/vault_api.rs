@@ -13,7 +13,7 @@ use conformance::kubernetes::service_account_token;
 use conformance::openssl::{openssl, p256_csr, pkcs8_key, verify};
 use conformance::server::CaServer;
 use conformance::vault::{Vault, curl_post};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -90,7 +90,7 @@ async fn cert_manager_vault_issuer_replayed_on_postgres() {
 }
 
 async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
-    let (_server, vault, signer) = setup_with(dir, server_args).await;
+    let (server, vault, signer) = setup_with(dir, server_args).await;
 
     // Issuer Setup: sys/health with no token and no namespace header.
     let r = vault.call("GET", "sys/health", None, None).await;
@@ -309,6 +309,30 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
             .status,
         403
     );
+
+    // The ledger keeps who asked (cert-manager's namespace) and whose certificate it is (the
+    // workload's namespace, from its service name).
+    let mut args = vec![
+        "--data-dir",
+        server.data_dir.to_str().expect("utf-8"),
+        "ledger",
+        "search",
+        "--san",
+        "web.default.svc.cluster.local",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(server_args);
+    let out = conformance::server::run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let item = &report["certificates"][0];
+    assert_eq!(item["namespace"], "cert-manager", "{report}");
+    assert_eq!(item["workloadNamespace"], "default", "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -836,6 +836,10 @@ impl Issuance {
             created_at: OffsetDateTime::now_utc().unix_timestamp(),
             der: signed.der.to_vec(),
             crl_shard: signed.crl_shard,
+            workload_namespace: crate::names::workload_namespace(
+                signed.spiffe_id.as_deref(),
+                &req.dns_names,
+            ),
         }
     }
 }

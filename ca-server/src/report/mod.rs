@@ -123,6 +123,10 @@ pub struct Item {
     /// Requester namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The workload's namespace, where the certificate names one (SPIFFE `ns/…`,
+    /// `<svc>.<ns>.svc`): the team a certificate cert-manager asked for belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_namespace: Option<String>,
     /// Who asked (or where it was observed).
     pub requester: String,
     /// `acme`, `vault`, `cli`, `internal` or `observed`.
@@ -254,6 +258,7 @@ pub fn item(r: &CertificateRecord, now: i64, ca_names: &BTreeMap<String, String>
         profile: c.profile.clone(),
         issuer_id: c.issuer_id.clone(),
         namespace: c.requester.namespace.clone(),
+        workload_namespace: c.workload_namespace.clone(),
         requester: c.requester.identity.clone(),
         protocol: c.requester.protocol.as_str().to_owned(),
         origin: r.origin.as_str().to_owned(),
@@ -419,7 +424,7 @@ fn csv_field(s: &str) -> String {
 /// CSV (RFC 4180) with a header row; list fields joined with spaces.
 pub fn csv(items: &[Item]) -> String {
     let mut out = String::from(
-        "name,serial,not_before,not_after,residual_seconds,issuer,profile,namespace,requester,\
+        "name,serial,not_before,not_after,residual_seconds,issuer,profile,namespace,workload_namespace,requester,\
          protocol,origin,source,subject,sans,spiffe_id,revoked_at,revocation_reason,\
          superseded_at,fingerprint_sha256\r\n",
     );
@@ -433,6 +438,7 @@ pub fn csv(items: &[Item]) -> String {
             i.ca_name.clone(),
             i.profile.clone(),
             i.namespace.clone().unwrap_or_default(),
+            i.workload_namespace.clone().unwrap_or_default(),
             i.requester.clone(),
             i.protocol.clone(),
             i.origin.clone(),

@@ -84,6 +84,7 @@ fn row(i: u64, now: i64, total: u64) -> NewCertificate {
         // A realistic 500-byte DER-sized blob (the ledger never parses it).
         der: vec![0x30; 500],
         crl_shard: None,
+        workload_namespace: None,
     }
 }
 
