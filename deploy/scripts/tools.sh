@@ -25,13 +25,24 @@ tools_setup() {
   if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$PIP_PINS" ]; then
     command -v python3 >/dev/null || { echo "python3 is required" >&2; return 1; }
     rm -rf "$venv"
-    python3 -m venv "$venv" || { echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; return 1; }
+    if ! python3 -m venv "$venv" >&2; then
+      # Debian splits venv/ensurepip out of python3.
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        rm -rf "$venv"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } >&2 &&
+          python3 -m venv "$venv" >&2 || return 1
+      else
+        echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
+        return 1
+      fi
+    fi
     # shellcheck disable=SC2086
     "$venv/bin/pip" install --quiet --disable-pip-version-check $PIP_PINS >&2 || return 1
     printf '%s' "$PIP_PINS" > "$venv/.pins"
   fi
   if [ "$(cat "$nodedir/.pins" 2>/dev/null)" != "$NPM_PINS" ]; then
-    command -v npm >/dev/null || { echo "node and npm are required" >&2; return 1; }
+    command -v node >/dev/null && command -v npm >/dev/null ||
+      { echo "node (20 or later) and npm are required" >&2; return 1; }
     rm -rf "$nodedir"
     mkdir -p "$nodedir"
     printf '{"name": "ca-server-deploy-check", "private": true, "dependencies": {%s}}\n' "$NPM_PINS" > "$nodedir/package.json"
