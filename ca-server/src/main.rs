@@ -274,9 +274,24 @@ fn load_config(global: &GlobalArgs) -> Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// A log filter: levels (`error`, `warn`, `info`, `debug`, `trace`, `off`) or `target=level`,
+/// comma-separated. Anything else is refused: `tracing` would read `warning` as a target name and
+/// silence every log line, errors included.
+fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            bail!(
+                "log level {directive:?}: use error, warn, info, debug, trace or off, or target=level"
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .map_err(|e| anyhow::anyhow!("log level {spec:?}: {e}"))
+}
+
+fn init_logging(config: &Config, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -296,7 +311,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let filter = match log_filter(&config.log.level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config, filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,11 +329,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The server reports a failed start in its log format (collectors read it); a command
+    // reports once, in plain words.
+    let serving = matches!(cli.command, Command::Serve(_));
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ExitWith>().is_some() => {
+            ExitCode::from(e.downcast_ref::<ExitWith>().map_or(1, |x| x.0))
+        }
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            if serving {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -362,7 +393,7 @@ async fn revoke(config: &Config, args: RevokeArgs) -> Result<()> {
     if args.reason == 7 {
         bail!("reason 7 is unused in RFC 5280");
     }
-    let store = ca_store::open(&config.database_url()).await?;
+    let store = open_ledger(config).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let result = store.revoke(&serial, now, args.reason).await;
     store.close().await;
@@ -381,8 +412,28 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Opens the ledger, naming it (password redacted) when that fails.
+async fn open_ledger(config: &Config) -> Result<std::sync::Arc<dyn ca_store::Store>> {
+    let url = config.database_url();
+    ca_store::open(&url)
+        .await
+        .with_context(|| format!("opening the ledger at {url}"))
+}
+
+/// An exit status to end with, after the command has said what it had to.
+#[derive(Debug)]
+struct ExitWith(u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 async fn ledger(config: &Config, cmd: LedgerCommand) -> Result<()> {
-    let store = ca_store::open(&config.database_url()).await?;
+    let store = open_ledger(config).await?;
     // The CA files name our issuer in reports; a ledger-only host (no CA files) still works.
     let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings()).ok();
     let names = ca.as_ref().map(report::ca_names).unwrap_or_default();
@@ -440,14 +491,15 @@ async fn ledger(config: &Config, cmd: LedgerCommand) -> Result<()> {
                 let summary = store.summary(now()).await?;
                 match args.output {
                     Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-                    Output::Table | Output::Csv => print_stats(&summary, &names),
+                    Output::Csv => print!("{}", stats_csv(&summary, &names)),
+                    Output::Table => print_stats(&summary, &names),
                 }
             }
             LedgerCommand::Observe(args) => {
                 let now = now();
                 let found = ca_server::observe::collect(&args.targets, now).await;
                 for problem in &found.problems {
-                    eprintln!("warning: {problem}");
+                    eprintln!("warning: {}", problem.message);
                 }
                 let outcome = store.record_observed(&found.certificates, now).await?;
                 println!(
@@ -457,8 +509,9 @@ async fn ledger(config: &Config, cmd: LedgerCommand) -> Result<()> {
                     outcome.updated,
                     outcome.already_issued
                 );
-                if found.certificates.is_empty() && !found.problems.is_empty() {
-                    bail!("nothing could be observed");
+                match found.exit_code() {
+                    0 => {}
+                    code => return Err(ExitWith(code).into()),
                 }
             }
         }
@@ -497,6 +550,35 @@ fn print_report(items: &[report::Item], authorities: &[report::AuthorityItem], o
             serde_json::to_string_pretty(&report::json(items, authorities)).unwrap_or_default()
         ),
     }
+}
+
+/// `ledger stats -o csv`: one row per group of active certificates.
+fn stats_csv(
+    s: &ca_store::LedgerSummary,
+    names: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut out = String::from("origin,issuer,profile,namespace,active,earliest_not_after\r\n");
+    for g in &s.groups {
+        let earliest = time::OffsetDateTime::from_unix_timestamp(g.earliest_not_after)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let fields = [
+            g.origin.as_str().to_owned(),
+            names.get(&g.issuer_id).unwrap_or(&g.issuer_id).clone(),
+            g.profile.clone(),
+            g.namespace.clone(),
+            g.active.to_string(),
+            earliest,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| report::csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
 }
 
 fn print_stats(s: &ca_store::LedgerSummary, names: &std::collections::BTreeMap<String, String>) {
@@ -538,7 +620,7 @@ fn print_stats(s: &ca_store::LedgerSummary, names: &std::collections::BTreeMap<S
 async fn eab(config: &Config, cmd: EabCommand) -> Result<()> {
     use ca_store::acme::EabKeyRow;
     use ring::rand::SecureRandom;
-    let store = ca_store::open(&config.database_url()).await?;
+    let store = open_ledger(config).await?;
     match cmd {
         EabCommand::Create(args) => {
             let rng = ring::rand::SystemRandom::new();
@@ -623,7 +705,7 @@ async fn init(config: &Config, args: InitArgs) -> Result<()> {
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
     }
     // The database must not belong to another CA already.
-    let store = ca_store::open(&config.database_url()).await?;
+    let store = open_ledger(config).await?;
     let in_use = !store.issuers().await?.is_empty() || !store.issued_issuer_ids().await?.is_empty();
     store.close().await;
     if in_use {

@@ -4,13 +4,19 @@
 //! Sources:
 //! * PEM or DER files, and directories of them (e.g. kubeadm's `/etc/kubernetes/pki`): every
 //!   `CERTIFICATE` block; private keys and other PEM blocks are skipped unread;
-//! * kubeconfig files: `client-certificate-data` (embedded) and `client-certificate` (a path);
+//! * kubeconfig files (parsed as YAML, block or flow style): `client-certificate-data`
+//!   (embedded) and `client-certificate` (a path);
 //! * TLS endpoints (`tls:host:port`): the chain the server presents, as a blackbox probe sees it.
 //!   Nothing is trusted or refused: an expired or unknown chain is exactly what to record.
+//!
+//! Directory symlinks are not followed and no directory is entered twice; every file that holds
+//! no certificate gets one warning line ([`Found::problems`]), and [`Found::exit_code`] tells
+//! complete, partial and failed runs apart.
 //!
 //! Names follow kubeadm: `pki/apiserver.crt` → `apiserver`, `pki/etcd/server.crt` →
 //! `etcd-server`, `admin.conf` → `admin.conf`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +26,58 @@ use base64::Engine as _;
 use ca_store::{NewCertificate, ObservedCertificate, Protocol, Requester};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::X509Certificate;
+use yaml_rust2::{Yaml, YamlLoader};
 
-/// What was found at one source, before recording.
+/// What kind of trouble a source gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A target could not be reached or read at all (missing path, endpoint down).
+    Unreachable,
+    /// A file that holds no certificate (garbage, empty, a key, truncated or broken PEM), or
+    /// something deliberately not followed (a directory symlink).
+    Skipped,
+}
+
+/// One warning about one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Its kind.
+    pub kind: ProblemKind,
+    /// The path or endpoint and what is wrong.
+    pub message: String,
+}
+
+/// What was found, before recording.
 #[derive(Debug, Default)]
 pub struct Found {
     /// Certificates to record.
     pub certificates: Vec<ObservedCertificate>,
-    /// Sources that could not be read or parsed, with the reason (reported, not fatal).
-    pub problems: Vec<String>,
+    /// One line per source that could not be read or held no certificate (reported, not fatal).
+    pub problems: Vec<Problem>,
+}
+
+impl Found {
+    fn problem(&mut self, kind: ProblemKind, message: String) {
+        self.problems.push(Problem { kind, message });
+    }
+
+    /// The exit status `ledger observe` reports: 0 when everything was a certificate and read;
+    /// 1 when nothing usable was found or a target could not be reached; 3 when certificates were
+    /// found but some files were skipped.
+    pub fn exit_code(&self) -> u8 {
+        if self.certificates.is_empty()
+            || self
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::Unreachable)
+        {
+            1
+        } else if self.problems.is_empty() {
+            0
+        } else {
+            3
+        }
+    }
 }
 
 /// Collects certificates from files, directories, kubeconfigs and `tls:host:port` endpoints.
@@ -47,34 +97,61 @@ pub async fn collect(targets: &[String], now: i64) -> Found {
                         push(&mut found, der, &source, &name, now);
                     }
                 }
-                Err(e) => found.problems.push(format!("{target}: {e:#}")),
+                Err(e) => found.problem(ProblemKind::Unreachable, format!("{target}: {e:#}")),
             }
             continue;
         }
         let path = PathBuf::from(target);
-        if path.is_dir() {
-            walk(&path, &path, &mut found, now);
-        } else {
-            let name = default_name(&path, path.parent().unwrap_or(Path::new("")));
-            file(&path, &name, &mut found, now);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let mut visited = HashSet::new();
+                walk(&path, &path, &mut visited, &mut found, now);
+            }
+            Ok(_) => {
+                let name = default_name(&path, path.parent().unwrap_or(Path::new("")));
+                file(&path, &name, &mut found, now);
+            }
+            Err(e) => found.problem(ProblemKind::Unreachable, format!("{target}: {e}")),
         }
     }
     found
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut Found, now: i64) {
+/// Walks a directory tree without following directory symlinks, and never entering a directory
+/// twice (bind mounts, hard-linked trees): each certificate is found once, under its real path.
+fn walk(root: &Path, dir: &Path, visited: &mut HashSet<(u64, u64)>, found: &mut Found, now: i64) {
+    use std::os::unix::fs::MetadataExt;
+    let identity = match std::fs::metadata(dir) {
+        Ok(meta) => (meta.dev(), meta.ino()),
+        Err(e) => {
+            found.problem(ProblemKind::Unreachable, format!("{}: {e}", dir.display()));
+            return;
+        }
+    };
+    if !visited.insert(identity) {
+        return;
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            found.problems.push(format!("{}: {e}", dir.display()));
+            found.problem(ProblemKind::Unreachable, format!("{}: {e}", dir.display()));
             return;
         }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        if path.is_dir() {
-            walk(root, &path, found, now);
+        let Ok(link) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        if link.file_type().is_symlink() && is_dir {
+            found.problem(
+                ProblemKind::Skipped,
+                format!("{}: a directory symlink, not followed", path.display()),
+            );
+        } else if is_dir {
+            walk(root, &path, visited, found, now);
         } else if is_candidate(&path) {
             let name = default_name(&path, root);
             file(&path, &name, found, now);
@@ -119,90 +196,126 @@ fn default_name(path: &Path, root: &Path) -> String {
 }
 
 fn file(path: &Path, name: &str, found: &mut Found, now: i64) {
+    let display = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            found.problems.push(format!("{}: {e}", path.display()));
+            found.problem(ProblemKind::Unreachable, format!("{display}: {e}"));
             return;
         }
     };
-    let display = path.display().to_string();
+    let skipped = |found: &mut Found, why: &str| {
+        found.problem(ProblemKind::Skipped, format!("{display}: {why}"));
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return skipped(found, "empty");
+    }
     let text = String::from_utf8_lossy(&bytes);
     if text.contains("-----BEGIN CERTIFICATE-----") {
         let source = format!("file:{display}");
-        for (i, der) in pem_certificates(&text).iter().enumerate() {
-            let name = if i == 0 {
-                name.to_owned()
-            } else {
-                format!("{name}[{i}]")
-            };
-            push(found, der, &source, &name, now);
+        match pem_certificates(&text) {
+            Ok(ders) => {
+                for (i, der) in ders.iter().enumerate() {
+                    let name = if i == 0 {
+                        name.to_owned()
+                    } else {
+                        format!("{name}[{i}]")
+                    };
+                    push(found, der, &source, &name, now);
+                }
+            }
+            Err(why) => skipped(found, &why),
         }
-    } else if text.contains("client-certificate") {
-        kubeconfig(path, &text, name, found, now);
+    } else if let Some(config) = kubeconfig_document(&text) {
+        kubeconfig(path, &config, name, found, now);
     } else if text.contains("-----BEGIN") {
         // A key or another PEM object: not ours to read.
+        skipped(
+            found,
+            "no certificate in it (a key or another PEM object; not read)",
+        );
     } else if x509_parser::parse_x509_certificate(&bytes).is_ok() {
         push(found, &bytes, &format!("file:{display}"), name, now);
+    } else {
+        skipped(
+            found,
+            "not a certificate (neither PEM, nor DER X.509, nor a kubeconfig)",
+        );
     }
 }
 
-fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let body = &rest[start + "-----BEGIN CERTIFICATE-----".len()..];
-        let Some(end) = body.find("-----END CERTIFICATE-----") else {
-            break;
-        };
-        let b64: String = body[..end].split_whitespace().collect();
-        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
-            out.push(der);
-        }
-        rest = &body[end..];
+/// Every `CERTIFICATE` block, strictly: a truncated block or bad base64 is an error.
+fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("broken PEM: {e}"))?;
+    if ders.is_empty() {
+        return Err("broken PEM: no complete CERTIFICATE block".into());
     }
-    out
+    Ok(ders)
 }
 
-/// The client certificates of a kubeconfig (`users[].user.client-certificate[-data]`), read
-/// line by line: the two keys are plain scalars in every kubeconfig kubectl and kubeadm write.
-fn kubeconfig(path: &Path, text: &str, name: &str, found: &mut Found, now: i64) {
+/// The file as a kubeconfig: a YAML mapping with `users` (block or flow style alike).
+fn kubeconfig_document(text: &str) -> Option<Yaml> {
+    let mut docs = YamlLoader::load_from_str(text).ok()?;
+    let doc = docs.drain(..).next()?;
+    (doc["users"].as_vec().is_some() || doc["kind"].as_str() == Some("Config")).then_some(doc)
+}
+
+/// The client certificates of a kubeconfig: `users[].user.client-certificate-data` (base64 PEM)
+/// and `client-certificate` (a path, relative to the kubeconfig).
+fn kubeconfig(path: &Path, config: &Yaml, name: &str, found: &mut Found, now: i64) {
     let source = format!("kubeconfig:{}", path.display());
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(value) = line.strip_prefix("client-certificate-data:") {
-            let value = value.trim().trim_matches('"');
-            match base64::engine::general_purpose::STANDARD.decode(value) {
-                Ok(pem) => {
-                    for der in pem_certificates(&String::from_utf8_lossy(&pem)) {
-                        push(found, &der, &source, name, now);
-                    }
+    let mut any = false;
+    for user in config["users"].as_vec().into_iter().flatten() {
+        let user = &user["user"];
+        if let Some(value) = user["client-certificate-data"].as_str() {
+            any = true;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|_| "client-certificate-data is not base64".to_owned())
+                .and_then(|pem| pem_certificates(&String::from_utf8_lossy(&pem)));
+            match decoded {
+                Ok(ders) => ders
+                    .iter()
+                    .for_each(|der| push(found, der, &source, name, now)),
+                Err(why) => {
+                    found.problem(ProblemKind::Skipped, format!("{}: {why}", path.display()))
                 }
-                Err(_) => found.problems.push(format!(
-                    "{}: client-certificate-data is not base64",
-                    path.display()
-                )),
             }
-        } else if let Some(value) = line.strip_prefix("client-certificate:") {
-            let referenced = PathBuf::from(value.trim().trim_matches('"'));
+        }
+        if let Some(value) = user["client-certificate"].as_str() {
+            any = true;
+            let referenced = PathBuf::from(value);
             let referenced = if referenced.is_relative() {
                 path.parent().unwrap_or(Path::new("")).join(referenced)
             } else {
                 referenced
             };
-            match std::fs::read_to_string(&referenced) {
-                Ok(pem) => {
-                    for der in pem_certificates(&pem) {
-                        push(found, &der, &source, name, now);
-                    }
+            let read = std::fs::read_to_string(&referenced)
+                .map_err(|e| format!("{}: {e}", referenced.display()))
+                .and_then(|pem| pem_certificates(&pem));
+            match read {
+                Ok(ders) => ders
+                    .iter()
+                    .for_each(|der| push(found, der, &source, name, now)),
+                Err(why) => {
+                    found.problem(ProblemKind::Skipped, format!("{}: {why}", path.display()))
                 }
-                Err(e) => found.problems.push(format!(
-                    "{}: {}: {e}",
-                    path.display(),
-                    referenced.display()
-                )),
             }
         }
+    }
+    if !any {
+        found.problem(
+            ProblemKind::Skipped,
+            format!(
+                "{}: a kubeconfig with no client certificate",
+                path.display()
+            ),
+        );
     }
 }
 
@@ -213,7 +326,7 @@ fn push(found: &mut Found, der: &[u8], source: &str, name: &str, now: i64) {
             source: source.to_owned(),
             name: name.to_owned(),
         }),
-        Err(e) => found.problems.push(format!("{source}: {e}")),
+        Err(e) => found.problem(ProblemKind::Skipped, format!("{source}: {e}")),
     }
 }
 

@@ -56,10 +56,18 @@ pub enum Error {
     },
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The database reported an error (connection, constraint, I/O…).
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+// The messages above include their cause; they do not also chain it as a `source`, or every
+// `{:#}` report would print the same cause two or three times.
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Error::Migrate(e)
+    }
 }
 
 impl Error {

@@ -200,7 +200,8 @@ pub struct CertificateRecord {
 pub struct ExpiryQuery {
     /// Only certificates with `not_after >= not_after_from` (e.g. now, to skip expired ones).
     pub not_after_from: Option<i64>,
-    /// Only certificates with `not_after < not_after_until` (e.g. now + 7 days).
+    /// Only certificates with `not_after <= not_after_until` (e.g. now + 7 days: a certificate
+    /// expiring exactly then is within the window).
     pub not_after_until: Option<i64>,
     /// Only this issuer.
     pub issuer_id: Option<String>,

@@ -148,7 +148,7 @@ where
         qb.push(" AND not_after >= ").push_bind(from);
     }
     if let Some(until) = q.not_after_until {
-        qb.push(" AND not_after < ").push_bind(until);
+        qb.push(" AND not_after <= ").push_bind(until);
     }
     if let Some(issuer) = &q.issuer_id {
         qb.push(" AND issuer_id = ").push_bind(issuer.clone());

@@ -108,7 +108,8 @@ async fn expiry_ordered_reads(ledger: Arc<dyn Ledger>) {
         .collect();
     ledger.insert_certificates(&rows).await.expect("insert 60");
 
-    // Window [base + 10h, base + 40h): 30 certificates, ascending not_after.
+    // Window [base + 10h, base + 40h]: both ends included (a certificate expiring exactly at
+    // the end of `--within` is within it): 31 certificates, ascending not_after.
     let q = ExpiryQuery {
         not_after_from: Some(base + 10 * 3600),
         not_after_until: Some(base + 40 * 3600),
@@ -116,7 +117,11 @@ async fn expiry_ordered_reads(ledger: Arc<dyn Ledger>) {
         ..ExpiryQuery::default()
     };
     let page = ledger.expiring(&q).await.expect("query");
-    assert_eq!(page.len(), 30);
+    assert_eq!(page.len(), 31);
+    assert_eq!(
+        page.last().map(|r| r.certificate.not_after),
+        Some(base + 40 * 3600)
+    );
     assert!(
         page.windows(2)
             .all(|w| w[0].certificate.not_after <= w[1].certificate.not_after)

@@ -965,3 +965,137 @@ fn retention_schedule_drops_the_der_of_long_expired_certificates() {
     assert_eq!(names(&still), vec!["old"]);
     assert!(ledger(&data, &["show", &fresh, "--pem"]).contains("BEGIN CERTIFICATE"));
 }
+
+/// `ledger observe` on bad input: one warning per file that is no certificate, directory
+/// symlinks not followed (a loop would never end, `up -> ..` would find everything again under
+/// longer names), kubeconfigs in any YAML style, and exit statuses that tell complete (0),
+/// partial (3) and failed (1) runs apart.
+#[test]
+fn observe_tells_certificates_from_everything_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    ok(run(&["--data-dir", data.to_str().expect("utf-8"), "init"]));
+    let dir = tmp.path().join("certs");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    conformance::openssl::p256_csr(tmp.path(), "good", "/CN=good.example.test", None);
+    openssl(
+        tmp.path(),
+        &[
+            "x509", "-req", "-in", "good.csr", "-key", "good.key", "-days", "30", "-out",
+            "good.crt",
+        ],
+    );
+    let good = std::fs::read_to_string(tmp.path().join("good.crt")).expect("crt");
+    std::fs::write(dir.join("good.crt"), &good).expect("write");
+    // A kubeconfig in flow style, its certificate embedded.
+    use base64::Engine as _;
+    let embedded = base64::engine::general_purpose::STANDARD.encode(&good);
+    std::fs::write(
+        dir.join("flow.conf"),
+        format!("{{apiVersion: v1, kind: Config, users: [{{name: u, user: {{client-certificate-data: {embedded}}}}}]}}\n"),
+    )
+    .expect("write");
+    let observe = |targets: &[&Path]| {
+        let mut args = vec![
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "ledger",
+            "observe",
+        ];
+        args.extend(targets.iter().map(|t| t.to_str().expect("utf-8")));
+        let out = run(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = observe(&[&dir]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("observed 2 certificates"), "{stdout}");
+
+    // Bad files, each named once; loops and `up -> ..` not followed.
+    let truncated: String = good.lines().take(5).collect::<Vec<_>>().join("\n");
+    for (file, body) in [
+        ("garbage.crt", "this is not a certificate\n".to_owned()),
+        ("empty.pem", String::new()),
+        ("truncated.pem", truncated),
+        (
+            "not-base64.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n".to_owned(),
+        ),
+    ] {
+        std::fs::write(dir.join("sub").join(file), body).expect("write");
+    }
+    std::os::unix::fs::symlink(".", dir.join("a")).expect("symlink");
+    std::os::unix::fs::symlink(".", dir.join("b")).expect("symlink");
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).expect("symlink");
+    let (code, stdout, stderr) = observe(&[&dir]);
+    assert_eq!(code, Some(3), "partial: {stdout}{stderr}");
+    assert!(
+        stdout.contains("observed 2 certificates"),
+        "found once each: {stdout}"
+    );
+    for file in [
+        "garbage.crt",
+        "empty.pem",
+        "truncated.pem",
+        "not-base64.pem",
+        "/a:",
+        "/b:",
+        "sub/up:",
+    ] {
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with("warning:") && l.contains(file))
+                .count(),
+            1,
+            "{file}: {stderr}"
+        );
+    }
+
+    // Nothing usable, or a target missing: 1.
+    let (code, _, stderr) = observe(&[&dir.join("sub")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let (code, _, stderr) = observe(&[&dir.join("good.crt"), &tmp.path().join("missing")]);
+    assert_eq!(code, Some(1), "{stderr}");
+
+    // stats as CSV is CSV.
+    let csv = ledger(&data, &["stats", "-o", "csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("origin,issuer,profile,namespace,active,earliest_not_after")
+    );
+    assert!(lines.all(|l| l.split(',').count() == 6), "{csv}");
+
+    // An unknown log level is an error, not silence.
+    let out = run(&[
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--log-level",
+        "warning",
+        "ledger",
+        "stats",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log level \"warning\""));
+
+    // A database that cannot be opened is named, and its cause said once.
+    let out = run(&[
+        "--database-url",
+        "sqlite:///nonexistent-dir/ledger.db",
+        "ledger",
+        "stats",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-dir/ledger.db"), "{err}");
+    let cause_lines = err.lines().filter(|l| l.contains("error")).count();
+    assert!(cause_lines <= 2, "{err}");
+    assert!(
+        err.matches("No such file").count() <= 1,
+        "the cause once: {err}"
+    );
+}

@@ -323,7 +323,7 @@ pub enum IssueError {
     Csr(#[from] CsrError),
     /// The ledger could not record the certificate, so it was not issued. Often transient.
     #[error("the ledger could not record the certificate: {0}")]
-    Ledger(#[source] ca_store::Error),
+    Ledger(ca_store::Error),
     /// Signing failed (a bug or a broken key); internal.
     #[error("signing failed: {0}")]
     Signing(String),
