@@ -62,6 +62,10 @@ as_pg "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_dir/server.log" -w -t 60 \
   -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
 export CA_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
+# --- Deployment artefacts, validated offline (kustomize, schemas, Pod Security, hadolint) --------
+say "checking deploy/"
+bash deploy/check.sh
+
 # --- Build and test -------------------------------------------------------------------------
 say "building"
 cargo build --workspace --bins --locked
