@@ -214,10 +214,20 @@ impl Https {
         }
     }
 
-    async fn connect(&self) -> SendRequest<Full<Bytes>> {
+    /// Another transport to the same server (its own connection).
+    pub fn fresh(&self) -> Self {
+        Self {
+            addr: self.addr,
+            authority: self.authority.clone(),
+            tls: self.tls.clone(),
+            sender: Mutex::new(None),
+        }
+    }
+
+    async fn try_connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
-            .unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
         let _ = tcp.set_nodelay(true);
         let host = self
             .authority
@@ -225,19 +235,19 @@ impl Https {
             .next()
             .unwrap_or("localhost")
             .to_owned();
-        let name = rustls::pki_types::ServerName::try_from(host).unwrap_or_else(|e| panic!("{e}"));
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
         let tls = self
             .tls
             .connect(name, tcp)
             .await
-            .unwrap_or_else(|e| panic!("TLS to {}: {e}", self.addr));
+            .map_err(|e| format!("TLS to {}: {e}", self.addr))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .unwrap_or_else(|e| panic!("HTTP handshake: {e}"));
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        sender
+        Ok(sender)
     }
 
     /// Sends one request; `url` may be absolute (its path is used) or a path.
@@ -261,6 +271,21 @@ impl Https {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Response {
+        self.try_request_with(method, url, extra_headers, content_type, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Https::request_with`], reporting a connection failure instead of panicking (for
+    /// load against a server that may be killed).
+    pub async fn try_request_with(
+        &self,
+        method: &str,
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
         let path = match url.find("://") {
             Some(i) => url[i + 3..]
                 .find('/')
@@ -272,9 +297,9 @@ impl Https {
         let (mut sender, mut reused) = match guard.take() {
             Some(mut s) => match s.ready().await {
                 Ok(()) => (s, true),
-                Err(_) => (self.connect().await, false),
+                Err(_) => (self.try_connect().await?, false),
             },
-            None => (self.connect().await, false),
+            None => (self.try_connect().await?, false),
         };
         let build = || {
             let mut builder = hyper::Request::builder()
@@ -298,10 +323,10 @@ impl Https {
             match sender.send_request(build()).await {
                 Ok(r) => break r,
                 Err(_) if reused => {
-                    sender = self.connect().await;
+                    sender = self.try_connect().await?;
                     reused = false;
                 }
-                Err(e) => panic!("{method} {path}: {e}"),
+                Err(e) => return Err(format!("{method} {path}: {e}")),
             }
         };
         let status = response.status().as_u16();
@@ -310,15 +335,15 @@ impl Https {
             .into_body()
             .collect()
             .await
-            .unwrap_or_else(|e| panic!("body: {e}"))
+            .map_err(|e| format!("{method} {path}: body: {e}"))?
             .to_bytes()
             .to_vec();
         *guard = Some(sender);
-        Response {
+        Ok(Response {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 
@@ -400,6 +425,39 @@ impl AcmeClient {
         );
         self.nonce = r.header("replay-nonce");
         r
+    }
+
+    /// Signs and POSTs, reporting a connection failure instead of panicking.
+    pub async fn try_post(
+        &mut self,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<Response, String> {
+        let nonce = match self.nonce.take() {
+            Some(n) => n,
+            None => {
+                let url = self.url("newNonce");
+                self.http
+                    .try_request_with("HEAD", &url, &[], None, Vec::new())
+                    .await?
+                    .header("replay-nonce")
+                    .ok_or("newNonce without Replay-Nonce")?
+            }
+        };
+        self.nonce = Some(nonce);
+        let body = self.signed(url, payload).await;
+        let r = self
+            .http
+            .try_request_with(
+                "POST",
+                url,
+                &[],
+                Some("application/jose+json"),
+                body.to_string().into_bytes(),
+            )
+            .await?;
+        self.nonce = r.header("replay-nonce");
+        Ok(r)
     }
 
     /// Signs and POSTs.

@@ -76,6 +76,18 @@ impl AcmeEnv {
         self.server = CaServer::start(&self.server.data_dir, &args);
     }
 
+    /// SIGKILLs the server and starts it again on the same data directory and configuration;
+    /// returns how long the restart took until it listened.
+    pub fn kill_and_restart(&mut self) -> std::time::Duration {
+        self.server.kill();
+        let config = self.dir.path().join("ca.toml").display().to_string();
+        let mut args: Vec<&str> = vec!["--config", &config];
+        args.extend(self.db_args.iter().map(String::as_str));
+        let started = std::time::Instant::now();
+        self.server = CaServer::start(&self.server.data_dir, &args);
+        started.elapsed()
+    }
+
     /// `https://localhost:<port>/acme/directory`
     pub fn directory(&self) -> String {
         format!("{}/acme/directory", self.server.https_url())

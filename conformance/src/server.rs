@@ -130,6 +130,17 @@ impl CaServer {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// SIGKILL, as a crash or an OOM kill would: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (at most 30 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
