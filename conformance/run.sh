@@ -6,13 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d -t ca-server-tests.XXXXXX)
-chmod 0755 "$work"   # the postgres user must reach its data directory inside
-cleanup() {
-  if [ -n "${pg_data:-}" ] && [ -d "$pg_data" ]; then
-    as_pg "$pg_bin/pg_ctl" -D "$pg_data" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
-  rm -rf "$work"
-}
+source conformance/lib/postgres.sh
+cleanup() { stop_postgres; rm -rf "$work"; }
 trap cleanup EXIT
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -47,20 +42,7 @@ export CA_TEST_CERTBOT="$venv/bin/certbot"
 export CA_TEST_LINT_CRL="$venv/bin/lint_crl"
 
 # --- An ephemeral PostgreSQL for the whole run ----------------------------------------------
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
-  echo "FATAL: PostgreSQL server binaries not found; the PostgreSQL tests cannot run" >&2
-  exit 1
-fi
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_dir="$work/pg"; pg_data="$pg_dir/data"; mkdir -p "$pg_dir"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
-pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-say "starting PostgreSQL ($pg_bin) on 127.0.0.1:$pg_port"
-as_pg "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
-as_pg "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_dir/server.log" -w -t 60 \
-  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
-export CA_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+start_postgres "$work/pg"
 
 # --- Deployment artefacts, validated offline (kustomize, schemas, Pod Security, hadolint) --------
 say "checking deploy/"

@@ -196,21 +196,60 @@ fn default_name(path: &Path, root: &Path) -> String {
 }
 
 fn file(path: &Path, name: &str, found: &mut Found, now: i64) {
-    let display = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            found.problem(ProblemKind::Unreachable, format!("{display}: {e}"));
-            return;
+    match read_bounded(path) {
+        Ok(bytes) => contents(path, &bytes, name, found, now),
+        Err(Unreadable::Io(e)) => {
+            found.problem(ProblemKind::Unreachable, format!("{}: {e}", path.display()))
         }
-    };
+        Err(why) => found.problem(ProblemKind::Skipped, format!("{}: {why}", path.display())),
+    }
+}
+
+/// Largest file read: certificate bundles and kubeconfigs are kilobytes.
+const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("not a regular file (a FIFO, socket or device); not read")]
+    NotRegular,
+    #[error("larger than {} MiB; not a certificate file", MAX_FILE / 1024 / 1024)]
+    TooLarge,
+}
+
+/// Reads a regular file of at most [`MAX_FILE`] bytes. A FIFO named `*.crt` would block the walk
+/// forever and `/dev/zero` would exhaust memory, so neither is opened for reading.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Unreadable> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(Unreadable::Io)?;
+    if !meta.is_file() {
+        return Err(Unreadable::NotRegular);
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(Unreadable::Io)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Unreadable::Io)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(Unreadable::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// What a file read from `path` holds: PEM certificates, a kubeconfig's client certificates
+/// (a `client-certificate` path is read relative to `path`), or one DER certificate. Anything
+/// else is one [`ProblemKind::Skipped`] line naming the file.
+pub fn contents(path: &Path, bytes: &[u8], name: &str, found: &mut Found, now: i64) {
+    let display = path.display().to_string();
     let skipped = |found: &mut Found, why: &str| {
         found.problem(ProblemKind::Skipped, format!("{display}: {why}"));
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return skipped(found, "empty");
     }
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     if text.contains("-----BEGIN CERTIFICATE-----") {
         let source = format!("file:{display}");
         match pem_certificates(&text) {
@@ -234,8 +273,8 @@ fn file(path: &Path, name: &str, found: &mut Found, now: i64) {
             found,
             "no certificate in it (a key or another PEM object; not read)",
         );
-    } else if x509_parser::parse_x509_certificate(&bytes).is_ok() {
-        push(found, &bytes, &format!("file:{display}"), name, now);
+    } else if x509_parser::parse_x509_certificate(bytes).is_ok() {
+        push(found, bytes, &format!("file:{display}"), name, now);
     } else {
         skipped(
             found,
@@ -295,9 +334,9 @@ fn kubeconfig(path: &Path, config: &Yaml, name: &str, found: &mut Found, now: i6
             } else {
                 referenced
             };
-            let read = std::fs::read_to_string(&referenced)
+            let read = read_bounded(&referenced)
                 .map_err(|e| format!("{}: {e}", referenced.display()))
-                .and_then(|pem| pem_certificates(&pem));
+                .and_then(|pem| pem_certificates(&String::from_utf8_lossy(&pem)));
             match read {
                 Ok(ders) => ders
                     .iter()
@@ -501,5 +540,48 @@ mod tests {
         assert!(!is_candidate(Path::new(
             "/etc/kubernetes/pki/apiserver.key"
         )));
+    }
+
+    /// A FIFO named like a certificate blocked the walk forever, and a kubeconfig naming
+    /// `/dev/zero` as its client certificate read until memory ran out.
+    #[test]
+    fn fifos_and_devices_are_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("stuck.crt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        std::fs::write(
+            dir.path().join("zero.conf"),
+            "apiVersion: v1\nkind: Config\nusers:\n- name: z\n  user:\n    client-certificate: /dev/zero\n",
+        )
+        .expect("write");
+        let target = dir.path().display().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let _ = tx.send(runtime.block_on(collect(&[target], 0)));
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("observe finished instead of blocking on a FIFO or reading /dev/zero");
+        let messages: Vec<&str> = found.problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("stuck.crt") && m.contains("not a regular file")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("zero.conf") && m.contains("/dev/zero")),
+            "{messages:?}"
+        );
+        assert_eq!(found.exit_code(), 1, "nothing usable was found");
     }
 }
