@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: renders the kustomizations, validates every object, checks Pod
-# Security "restricted", base64 fields, generated files and the Dockerfile. Needs no cluster and
-# no container engine; installs its pinned tools once into target/deploy-check (deploy/scripts/
-# tools.sh; override with DEPLOY_TOOLS=dir). Prints one line per check and exits non-zero if
-# any check fails.
+# Security "restricted", base64 fields, generated files, the Grafana dashboard's metrics and the
+# Dockerfile. Needs no cluster and no container engine; installs its pinned tools once into
+# target/deploy-check (deploy/scripts/tools.sh; override with DEPLOY_TOOLS=dir). Prints one line
+# per check and exits non-zero if any check fails.
 #
 #   deploy/check.sh            all checks
 #   KUBE_VERSIONS=1.33.0 deploy/check.sh
@@ -79,6 +79,16 @@ rendered_file_current() {
     { echo "deploy/kubernetes/ca-server.yaml is stale: run deploy/generate.sh"; return 1; }
 }
 check "generated: deploy/kubernetes/ca-server.yaml is the rendered single overlay" rendered_file_current
+
+# --- Grafana dashboard -------------------------------------------------------------------------
+# Metric names come from ca-server/src/metrics.rs itself (deploy/scripts/check_dashboard.py).
+dashboard_check="grafana: dashboard JSON, unique panel ids, \${datasource} everywhere, every metric exported by metrics.rs"
+if command -v promtool >/dev/null; then
+  dashboard_check+=", PromQL parses (promtool check rules)"
+else
+  dashboard_check+=" (no promtool: PromQL syntax not checked)"
+fi
+check "$dashboard_check" "$py" deploy/scripts/check_dashboard.py deploy/grafana/ca-server-dashboard.json
 
 # --- objects -----------------------------------------------------------------------------------
 check "config: kustomize/base/config.toml parses and uses only known keys" \
