@@ -142,6 +142,11 @@ pub struct CaConfig {
     pub crl_refresh: Duration,
     /// Size limits every certificate is checked against before it is signed.
     pub limits: crate::issuer::Limits,
+    /// Rotate the issuing CA on schedule (prepare its successor at half its life, activate at
+    /// five sixths) when the root key is here; otherwise warn that `ca rotate` is due.
+    pub auto_rotate: bool,
+    /// The root key rotation signs with (default `<data-dir>/ca/root.key`).
+    pub root_key_file: Option<std::path::PathBuf>,
 }
 
 /// Ledger retention: expired certificates lose their DER (the row stays for reports).
@@ -176,6 +181,8 @@ impl Default for CaConfig {
             crl_refresh: Duration::from_secs(3600),
             crl_shards: 1,
             limits: crate::issuer::Limits::default(),
+            auto_rotate: true,
+            root_key_file: None,
         }
     }
 }

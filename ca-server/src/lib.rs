@@ -19,6 +19,7 @@ pub mod report;
 pub mod seal;
 pub mod server;
 pub mod spiffe;
+pub mod trust;
 pub mod ttl_cache;
 pub mod validation;
 pub mod vault;

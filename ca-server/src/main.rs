@@ -71,6 +71,99 @@ enum Command {
     /// Vault API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Issuing CAs: list, rotate, CSRs for an outside root, install what it signs, activate.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Print the trust bundle: every root trusted now (for GitOps: commit what this prints).
+    Bundle(BundleArgs),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// The issuers: id, name, subject, validity, and which one signs (default), is scheduled
+    /// (next) or neither (standby).
+    List,
+    /// Prepare the next issuing CA now, signed by the root this deployment holds (ca/root.key or
+    /// --root-key), and make it the default at --activate-at (default: at once). Without the root
+    /// key, prints a CSR for the offline root instead (as `ca csr`).
+    Rotate(RotateArgs),
+    /// A new key (kept sealed in the database) and a CSR for an issuing CA, printed for an outside
+    /// root (Vault's, an offline root) to sign; then `ca install-intermediate`.
+    Csr(CsrArgs),
+    /// Install an issuing CA signed for a key from `ca csr`: every replica can use it at once.
+    InstallIntermediate(InstallArgs),
+    /// Make an issuer the default now (id or name); replicas follow within seconds.
+    Activate(ActivateArgs),
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// The root's key (default: <data-dir>/ca/root.key).
+    #[arg(long)]
+    root_key: Option<PathBuf>,
+    /// When the new issuer becomes the default (RFC 3339). Default: now.
+    #[arg(long)]
+    activate_at: Option<String>,
+}
+
+#[derive(Args)]
+struct CsrArgs {
+    /// Common name of the new issuing CA (default: the current one's with the next generation).
+    #[arg(long)]
+    common_name: Option<String>,
+    /// A name for the new issuer (Vault's issuer_name), set when it is installed.
+    #[arg(long)]
+    name: Option<String>,
+    /// Write the CSR here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The signed certificate (PEM), optionally followed by its parents up to the root.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its parents up to the root (PEM), when not in --cert.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// Another chain for the same key, e.g. cross-signed by a second root (repeatable).
+    #[arg(long)]
+    alternate_chain: Vec<PathBuf>,
+    /// A name for the issuer (Vault's issuer_name).
+    #[arg(long)]
+    name: Option<String>,
+    /// `now`, an RFC 3339 time, or omit to install without activating (`ca activate` later).
+    #[arg(long)]
+    activate: Option<String>,
+}
+
+#[derive(Args)]
+struct ActivateArgs {
+    /// Issuer id or name.
+    issuer: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BundleFormat {
+    /// Concatenated PEM certificates.
+    Pem,
+    /// A SPIFFE bundle (JWK set).
+    Spiffe,
+    /// A ConfigMap `ca-server-trust-bundle` with key `bundle.pem` (trust-manager source).
+    Configmap,
+    /// A `ClusterTrustBundle` (certificates.k8s.io/v1beta1) named `ca-server-trust-bundle`.
+    ClusterTrustBundle,
+}
+
+#[derive(Args)]
+struct BundleArgs {
+    /// Output form.
+    #[arg(long, value_enum, default_value = "pem")]
+    format: BundleFormat,
+    /// Namespace of the ConfigMap.
+    #[arg(long, default_value = "ca-system")]
+    namespace: String,
 }
 
 #[derive(Subcommand)]
@@ -204,6 +297,13 @@ struct InitArgs {
     /// Organisation for generated CA subjects.
     #[arg(long, default_value = "ca-server")]
     organization: String,
+    /// Write the generated root's key (and certificate) to this directory instead of
+    /// ca/root.key: the root stays offline, rotation then makes CSRs for it to sign.
+    #[arg(long, conflicts_with = "import_cert")]
+    offline_root: Option<PathBuf>,
+    /// Lifetime of the generated issuing CA (e.g. 8760h; default 5 years).
+    #[arg(long, conflicts_with = "import_cert")]
+    issuing_ttl: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -370,7 +470,163 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Cert(CertCommand::Revoke(args)) => revoke(&config, args).await,
         Command::Ledger(cmd) => ledger(&config, cmd).await,
         Command::Token(TokenCommand::Root) => root_token(&config).await,
+        Command::Ca(cmd) => ca_command(&config, cmd).await,
+        Command::Bundle(args) => bundle(&config, args).await,
     }
+}
+
+async fn ca_command(config: &Config, cmd: CaCommand) -> Result<()> {
+    use ca_server::issuer::rotation;
+    let runtime = Runtime::open(config).await?;
+    let issuers = std::sync::Arc::clone(runtime.issuance.issuers());
+    let result = async {
+        match cmd {
+            CaCommand::List => print_issuers(&issuers.current()),
+            CaCommand::Rotate(args) => {
+                let set = issuers.current();
+                let key_path = rotation::root_key_path(&config.data_dir, args.root_key.as_deref());
+                match rotation::RootSigner::load(set.default_ca(), &key_path)? {
+                    Some(root) => {
+                        let at = match &args.activate_at {
+                            Some(t) => parse_time(t)?,
+                            None => time::OffsetDateTime::now_utc(),
+                        };
+                        match rotation::prepare_successor(&issuers, &root, at).await? {
+                            rotation::Prepared::Made(id) => {
+                                println!(
+                                    "prepared issuer {id}; it becomes the default at {}",
+                                    at.format(&time::format_description::well_known::Rfc3339)
+                                        .unwrap_or_default()
+                                )
+                            }
+                            rotation::Prepared::Exists(id) => bail!(
+                                "the default issuer already has a successor, {id}: activate it \
+                                 (`ca-server ca activate {id}`) or wait for its schedule"
+                            ),
+                        }
+                    }
+                    None => {
+                        eprintln!(
+                            "no root key at {}: here is a CSR for the offline root to sign; install \
+                             the result with `ca-server ca install-intermediate --cert …`",
+                            key_path.display()
+                        );
+                        let cn = next_common_name(&issuers.current());
+                        let row = rotation::create_pending(&issuers, &cn, None).await?;
+                        print!("{}", row.csr_pem);
+                    }
+                }
+            }
+            CaCommand::Csr(args) => {
+                let cn = args
+                    .common_name
+                    .unwrap_or_else(|| next_common_name(&issuers.current()));
+                let row = rotation::create_pending(&issuers, &cn, args.name).await?;
+                match args.out {
+                    Some(path) => {
+                        std::fs::write(&path, &row.csr_pem)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        eprintln!("wrote the CSR (key {}) to {}", row.key_id, path.display());
+                    }
+                    None => print!("{}", row.csr_pem),
+                }
+            }
+            CaCommand::InstallIntermediate(args) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                };
+                let chain = args.chain.as_ref().map(read).transpose()?;
+                let alternates: Vec<String> =
+                    args.alternate_chain.iter().map(read).collect::<Result<_>>()?;
+                let activate_at = match args.activate.as_deref() {
+                    None => None,
+                    Some("now") => Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+                    Some(t) => Some(parse_time(t)?.unix_timestamp()),
+                };
+                let installed = rotation::install(
+                    &issuers,
+                    &read(&args.cert)?,
+                    chain.as_deref(),
+                    &alternates,
+                    args.name,
+                    activate_at,
+                )
+                .await?;
+                println!(
+                    "installed issuer {}{}",
+                    installed.issuer_id,
+                    if activate_at.is_some() { " (activated)" } else { "; activate it with `ca-server ca activate`" }
+                );
+            }
+            CaCommand::Activate(args) => {
+                let id = rotation::activate_now(&issuers, &args.issuer).await?;
+                println!("issuer {id} is the default now; replicas follow within seconds");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    runtime.close().await;
+    result
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{text:?} is not an RFC 3339 time (2026-12-01T00:00:00Z)"))
+}
+
+fn next_common_name(set: &ca_server::issuer::set::IssuerSet) -> String {
+    let current = report::ca_names(set)
+        .remove(set.default_ca().issuer_id())
+        .unwrap_or_else(|| "ca-server Issuing CA".into());
+    ca_server::issuer::rotation::successor_common_name(&current, set.members().len() + 1)
+}
+
+fn print_issuers(set: &ca_server::issuer::set::IssuerSet) {
+    let names = report::ca_names(set);
+    println!(
+        "{:<42} {:<8} {:<16} {:<22} {:<22} COMMON NAME",
+        "ISSUER", "STATE", "NAME", "NOT BEFORE", "NOT AFTER"
+    );
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    for m in set.members() {
+        println!(
+            "{:<42} {:<8} {:<16} {:<22} {:<22} {}",
+            m.ca.issuer_id(),
+            m.standing.as_str(),
+            m.name.as_deref().unwrap_or("-"),
+            fmt(m.ca.not_before()),
+            fmt(m.ca.not_after()),
+            names.get(m.ca.issuer_id()).map_or("", String::as_str)
+        );
+    }
+}
+
+async fn bundle(config: &Config, args: BundleArgs) -> Result<()> {
+    let runtime = Runtime::open(config).await?;
+    let set = runtime.issuance.issuers().current();
+    runtime.close().await;
+    let roots = set.roots(time::OffsetDateTime::now_utc());
+    let pem = hierarchy::to_pem(&roots);
+    match args.format {
+        BundleFormat::Pem => print!("{pem}"),
+        BundleFormat::Spiffe => println!(
+            "{}",
+            serde_json::to_string_pretty(&ca_server::trust::spiffe_bundle(&roots, set.sequence()))?
+        ),
+        BundleFormat::Configmap => println!(
+            "{}",
+            serde_json::to_string_pretty(&ca_server::trust::config_map(&args.namespace, &pem))?
+        ),
+        BundleFormat::ClusterTrustBundle => println!(
+            "{}",
+            serde_json::to_string_pretty(&ca_server::trust::cluster_trust_bundle(&pem))?
+        ),
+    }
+    Ok(())
 }
 
 async fn root_token(config: &Config) -> Result<()> {
@@ -432,14 +688,33 @@ impl std::fmt::Display for ExitWith {
 
 impl std::error::Error for ExitWith {}
 
+/// The issuers, for naming them in reports: all of them when the seal key is here to open the
+/// ones the database holds, else the data directory's; None on a host without CA files.
+async fn report_issuers(
+    config: &Config,
+    store: &std::sync::Arc<dyn ca_store::Store>,
+) -> Option<std::sync::Arc<ca_server::issuer::set::IssuerSet>> {
+    use ca_server::issuer::set::Issuers;
+    let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings()).ok()?;
+    let seal = ca_server::seal::Seal::load(&config.data_dir)
+        .ok()
+        .flatten()
+        .map(std::sync::Arc::new);
+    match Issuers::load(&ca, config.issuer_settings(), store.clone(), seal).await {
+        Ok(issuers) => Some(issuers.current()),
+        Err(_) => Some(Issuers::single(ca, store.clone()).current()),
+    }
+}
+
 async fn ledger(config: &Config, cmd: LedgerCommand) -> Result<()> {
     let store = open_ledger(config).await?;
-    // The CA files name our issuer in reports; a ledger-only host (no CA files) still works.
-    let ca = CertificateAuthority::load(&config.data_dir, config.issuer_settings()).ok();
-    let names = ca.as_ref().map(report::ca_names).unwrap_or_default();
+    // The CA files name our issuers in reports; a ledger-only host (no CA files) still works.
+    let issuers = report_issuers(config, &store).await;
+    let names = issuers.as_deref().map(report::ca_names).unwrap_or_default();
     let authorities = |now| {
-        ca.as_ref()
-            .map(|ca| report::authorities(ca, now))
+        issuers
+            .as_deref()
+            .map(|set| report::authorities(set, now))
             .unwrap_or_default()
     };
     let result = async {
@@ -730,12 +1005,18 @@ async fn init(config: &Config, args: InitArgs) -> Result<()> {
             );
         }
         _ => {
-            let opts = hierarchy::GenerateOptions {
+            let mut opts = hierarchy::GenerateOptions {
                 root_common_name: format!("{} Root CA", args.organization),
                 issuing_common_name: format!("{} Issuing CA", args.organization),
                 organization: args.organization,
+                offline_root: args.offline_root.clone(),
                 ..hierarchy::GenerateOptions::default()
             };
+            if let Some(ttl) = &args.issuing_ttl {
+                let d = ca_server::duration::parse(ttl)?;
+                opts.issuing_lifetime = time::Duration::try_from(d)
+                    .map_err(|_| anyhow::anyhow!("issuing TTL {ttl:?} is too long"))?;
+            }
             hierarchy::generate(&config.data_dir, &opts)?;
             println!(
                 "created a root and issuing CA in {}",
@@ -789,7 +1070,6 @@ async fn sign(config: &Config, args: SignArgs) -> Result<()> {
         .issuance
         .issue(&req, &requester, &uuid::Uuid::new_v4().to_string())
         .await;
-    let chain = runtime.issuance.ca().chain().to_vec();
     runtime.close().await;
     let signed = match result {
         Ok(s) => s,
@@ -799,7 +1079,7 @@ async fn sign(config: &Config, args: SignArgs) -> Result<()> {
         eprintln!("warning: {warning}");
     }
     let mut pem = hierarchy::to_pem(std::slice::from_ref(&signed.der));
-    pem.push_str(&hierarchy::to_pem(&chain));
+    pem.push_str(&hierarchy::to_pem(&signed.chain));
     match args.out {
         Some(path) => {
             std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?

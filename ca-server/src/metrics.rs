@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use crate::http::crl::CrlStatus;
-use crate::issuer::CertificateAuthority;
+use crate::issuer::set::{IssuerSet, Standing};
 
 /// Remaining-lifetime bucket bounds (seconds): the kube-apiserver's
 /// `apiserver_client_certificate_expiration_seconds` buckets, so the same
@@ -232,7 +232,7 @@ impl Metrics {
     pub async fn render(
         &self,
         config: &MetricsConfig,
-        ca: &CertificateAuthority,
+        issuers: &IssuerSet,
         store: &dyn Store,
         crl: Vec<CrlStatus>,
     ) -> Result<String, ca_store::Error> {
@@ -249,7 +249,7 @@ impl Metrics {
             .await?;
         let mut state = Registry::default();
         state.register_collector(Box::new(StateCollector {
-            ca: ca_certificates(ca),
+            ca: ca_certificates(issuers, now),
             crl,
             snapshot,
             now,
@@ -322,42 +322,59 @@ struct CaCertificate {
     subject: String,
     common_name: String,
     role: &'static str,
+    /// The issuer's standing: `default`, `next` or `standby`.
+    state: &'static str,
+    not_before: i64,
     not_after: i64,
 }
 
-fn ca_certificates(ca: &CertificateAuthority) -> Vec<CaCertificate> {
-    let mut out = Vec::new();
-    let chain = ca.chain();
-    let roots = ca.roots();
-    for (i, der) in chain.iter().chain(roots.iter()).enumerate() {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+/// Every certificate of every issuer still valid (and the default's, whatever its state): the
+/// issuing certificate, intermediates, and the roots its chains end at.
+fn ca_certificates(issuers: &IssuerSet, now: i64) -> Vec<CaCertificate> {
+    let mut out: Vec<CaCertificate> = Vec::new();
+    for member in issuers.members() {
+        let ca = &member.ca;
+        if ca.not_after().unix_timestamp() <= now && member.standing != Standing::Default {
             continue;
-        };
-        let subject = cert.subject().to_string();
-        if out.iter().any(|c: &CaCertificate| c.subject == subject) {
-            continue; // the root appears in the chain and among the roots
         }
-        let role = if i == 0 {
-            "issuing"
-        } else if cert.subject() == cert.issuer() {
-            "root"
-        } else {
-            "intermediate"
-        };
-        let common_name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        out.push(CaCertificate {
-            issuer: ca.issuer_id().to_owned(),
-            subject,
-            common_name,
-            role,
-            not_after: cert.validity().not_after.timestamp(),
-        });
+        let issuer = ca.issuer_id();
+        for chain in ca.chains() {
+            for (i, der) in chain.iter().enumerate() {
+                let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                    continue;
+                };
+                let subject = cert.subject().to_string();
+                if out
+                    .iter()
+                    .any(|c| c.issuer == issuer && c.subject == subject)
+                {
+                    continue; // the same root or cross-signed subject in several chains
+                }
+                let role = if i == 0 {
+                    "issuing"
+                } else if cert.subject() == cert.issuer() {
+                    "root"
+                } else {
+                    "intermediate"
+                };
+                let common_name = cert
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                out.push(CaCertificate {
+                    issuer: issuer.to_owned(),
+                    subject,
+                    common_name,
+                    role,
+                    state: member.standing.as_str(),
+                    not_before: cert.validity().not_before.timestamp(),
+                    not_after: cert.validity().not_after.timestamp(),
+                });
+            }
+        }
     }
     out
 }
@@ -387,29 +404,39 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            if let Some(issuing) = self.ca.iter().find(|c| c.role == "issuing") {
+            for issuing in self.ca.iter().filter(|c| c.role == "issuing") {
                 let labels = [
                     ("issuer", issuing.issuer.as_str()),
                     ("common_name", issuing.common_name.as_str()),
                     ("subject", issuing.subject.as_str()),
+                    ("state", issuing.state),
                 ];
                 m.encode_family(&labels)?.encode_gauge(&1i64)?;
             }
         }
-        {
-            let mut m = encoder.encode_descriptor(
+        type Validity = fn(&CaCertificate) -> i64;
+        let bounds: [(&str, &str, Validity); 2] = [
+            (
                 "ca_issuer_not_after_timestamp_seconds",
-                "notAfter of this server's CA certificates (issuing, intermediates, root)",
-                None,
-                MetricType::Gauge,
-            )?;
+                "notAfter of this server's CA certificates (issuing, intermediates, roots), per issuer and its state (default, next, standby)",
+                |c| c.not_after,
+            ),
+            (
+                "ca_issuer_not_before_timestamp_seconds",
+                "notBefore of this server's CA certificates",
+                |c| c.not_before,
+            ),
+        ];
+        for (name, help, field) in bounds {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for c in &self.ca {
                 let labels = [
                     ("issuer", c.issuer.as_str()),
                     ("subject", c.subject.as_str()),
                     ("role", c.role),
+                    ("state", c.state),
                 ];
-                m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
+                m.encode_family(&labels)?.encode_gauge(&field(c))?;
             }
         }
         if !self.crl.is_empty() {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, AppState, listener, tls};
 use crate::issuer::hierarchy::CaState;
+use crate::issuer::set::Issuers;
 use crate::issuer::{CertificateAuthority, Issuance, hierarchy};
 use crate::seal::Seal;
 
@@ -54,11 +55,27 @@ impl Runtime {
             }
             None => None,
         };
+        let issuers = Issuers::load(
+            &ca,
+            config.issuer_settings(),
+            Arc::clone(&store),
+            seal.clone(),
+        )
+        .await
+        .context("loading the issuers")?;
         let ledger: Arc<dyn ca_store::Ledger> = store.clone();
         let writer = LedgerWriter::spawn(ledger);
-        tracing::info!(issuer_id = ca.issuer_id(), subject = ca.subject(), not_after = %ca.not_after(), database = ?store.backend(), "CA loaded");
+        {
+            let set = issuers.current();
+            let default = set.default_ca();
+            tracing::info!(issuer_id = default.issuer_id(), subject = default.subject(), not_after = %default.not_after(), issuers = set.members().len(), database = ?store.backend(), "CA loaded");
+        }
         Ok(Self {
-            issuance: Issuance::new(Arc::new(ca), writer.clone(), crate::metrics::Metrics::new()),
+            issuance: Issuance::new(
+                Arc::new(issuers),
+                writer.clone(),
+                crate::metrics::Metrics::new(),
+            ),
             store,
             seal,
             writer,
@@ -315,12 +332,27 @@ pub async fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
-    let mut background = vec![tokio::spawn(http::crl::refresh_forever(
-        crl.clone(),
-        Arc::clone(runtime.issuance.ca()),
-        Arc::clone(&runtime.store),
-        config.ca.crl_refresh,
-    ))];
+    let mut background = vec![
+        tokio::spawn(http::crl::refresh_forever(
+            crl.clone(),
+            Arc::clone(runtime.issuance.issuers()),
+            Arc::clone(&runtime.store),
+            config.ca.crl_refresh,
+        )),
+        tokio::spawn(Arc::clone(runtime.issuance.issuers()).refresh_forever()),
+    ];
+    if config.ca.auto_rotate {
+        use crate::issuer::rotation;
+        let issuers = Arc::clone(runtime.issuance.issuers());
+        let key_path =
+            rotation::root_key_path(&config.data_dir, config.ca.root_key_file.as_deref());
+        let root = rotation::RootSigner::load(issuers.current().default_ca(), &key_path)
+            .with_context(|| format!("the root key for rotation, {}", key_path.display()))?;
+        background.push(tokio::spawn(rotation::schedule_forever(
+            issuers,
+            root.map(Arc::new),
+        )));
+    }
     if !config.retention.drop_der_after.is_zero() {
         background.push(tokio::spawn(retention_forever(
             Arc::clone(&runtime.store),

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod acme;
+pub mod issuers;
 mod model;
 pub mod postgres;
 mod query;
@@ -239,8 +240,8 @@ impl fmt::Display for DatabaseUrl {
 }
 
 /// Everything the server stores: the certificate ledger, ACME and Vault-API state.
-pub trait Store: Ledger + acme::AcmeStore + vault::VaultStore {}
-impl<T: Ledger + acme::AcmeStore + vault::VaultStore> Store for T {}
+pub trait Store: Ledger + acme::AcmeStore + vault::VaultStore + issuers::IssuerStore {}
+impl<T: Ledger + acme::AcmeStore + vault::VaultStore + issuers::IssuerStore> Store for T {}
 
 /// Opens the store the URL names and applies pending migrations.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, Error> {

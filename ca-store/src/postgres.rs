@@ -62,3 +62,4 @@ impl PostgresLedger {
 crate::query::impl_ledger!(PostgresLedger, sqlx::Postgres, Backend::Postgres);
 crate::acme::impl_acme_store!(PostgresLedger, sqlx::Postgres);
 crate::vault::impl_vault_store!(PostgresLedger, sqlx::Postgres);
+crate::issuers::impl_issuer_store!(PostgresLedger, sqlx::Postgres);

@@ -239,3 +239,4 @@ impl Drop for Lease<'_> {
 crate::query::impl_ledger!(SqliteLedger, sqlx::Sqlite, Backend::Sqlite);
 crate::acme::impl_acme_store!(SqliteLedger, sqlx::Sqlite);
 crate::vault::impl_vault_store!(SqliteLedger, sqlx::Sqlite);
+crate::issuers::impl_issuer_store!(SqliteLedger, sqlx::Sqlite);

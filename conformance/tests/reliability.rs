@@ -149,7 +149,12 @@ async fn a_full_server_answers_503_in_each_protocol() {
     // Wait until the slow login holds the only slot.
     let fresh = || Https::new(addr, &authority, &bundle);
     let mut busy: Option<Response> = None;
-    for _ in 0..100 {
+    // Poll until the slot is taken; on a loaded machine the slow login may take a while to
+    // arrive, so the bound is the login itself (it holds the slot for 10 s once it does).
+    for _ in 0..600 {
+        if slow.is_finished() {
+            break;
+        }
         let r = fresh()
             .request("GET", "/v1/sys/health", None, Vec::new())
             .await;

@@ -174,7 +174,8 @@ pub(super) async fn directory(
 ) -> Response {
     let base = state.base_url(&uri, &headers, conn.as_ref().map(|c| &c.0));
     let config = state.config();
-    let lifetimes = state.inner.issuance.ca().settings();
+    let ca = state.inner.issuance.ca();
+    let lifetimes = ca.settings();
     let profiles: serde_json::Map<String, Value> = config
         .profiles
         .iter()
@@ -1151,12 +1152,6 @@ async fn certificate_chain(
     let auth = state.verify(&req, Signer::Kid).await?;
     let account = auth.account()?;
     let serial = hex_decode(serial_hex).ok_or_else(|| AcmeError::not_found("certificate"))?;
-    let chains: Vec<&[CertificateDer<'static>]> = state.inner.issuance.ca().chains().collect();
-    let chain = chains
-        .get(index)
-        .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
-    // Intermediates only: the trust anchor at the top of each chain is distributed separately.
-    let intermediates = &chain[..chain.len().saturating_sub(1)];
     let record = state
         .inner
         .store
@@ -1168,6 +1163,17 @@ async fn certificate_chain(
             "the certificate belongs to another account",
         ));
     }
+    // The chains of the issuer that signed it, which after a rotation is not the default.
+    let issuers = state.inner.issuance.issuers().current();
+    let issuer = issuers
+        .by_id(&record.certificate.issuer_id)
+        .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
+    let chains: Vec<&[CertificateDer<'static>]> = issuer.ca.chains().collect();
+    let chain = chains
+        .get(index)
+        .ok_or_else(|| AcmeError::not_found("certificate chain"))?;
+    // Intermediates only: the trust anchor at the top of each chain is distributed separately.
+    let intermediates = &chain[..chain.len().saturating_sub(1)];
     let mut pem = crate::issuer::hierarchy::pem_block("CERTIFICATE", &record.certificate.der);
     // Leaf, then intermediates: at most 5 certificates.
     for cert in intermediates.iter().take(4) {

@@ -1,5 +1,7 @@
-//! Serving CRLs: the issuing CA's revoked, unexpired certificates from the ledger, signed by the
-//! issuer and cached briefly. A revocation on this replica shows at the next request (and wakes
+//! Serving CRLs: each issuer's revoked, unexpired certificates from the ledger, signed by that
+//! issuer and cached briefly. After a rotation the former issuers keep their CRLs (at
+//! `/crl/issuer/<id>`, the URL `{{issuer_id}}` in `crl_urls` expands to) until their own
+//! certificate expires. A revocation on this replica shows at the next request (and wakes
 //! [`refresh_forever`], which rebuilds at once); one on another replica within [`CACHE_FOR`].
 //! The refresher also rebuilds on a timer, so the CRL served (and its nextUpdate metric) never
 //! goes stale even when nobody asks for it.
@@ -17,6 +19,7 @@ use ca_store::{ExpiryQuery, Origin, Store};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use crate::issuer::set::Issuers;
 use crate::issuer::{CertificateAuthority, IssueError, shard_urls};
 
 /// How long a built CRL is reused.
@@ -59,12 +62,15 @@ pub struct CrlStatus {
     pub entries: u64,
 }
 
-/// A per-process cache of the current CRLs (complete, and each shard).
+/// Which CRL: an issuer's complete CRL (`shard` None) or one shard of it.
+type CrlKey = (String, Option<u32>);
+
+/// A per-process cache of the current CRLs (per issuer: complete, and each shard).
 #[derive(Clone, Default)]
 pub struct CrlCache {
-    current: Arc<Mutex<BTreeMap<Option<u32>, Built>>>,
+    current: Arc<Mutex<BTreeMap<CrlKey, Built>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
-    status: Arc<std::sync::Mutex<BTreeMap<Option<u32>, CrlStatus>>>,
+    status: Arc<std::sync::Mutex<BTreeMap<CrlKey, CrlStatus>>>,
     changed: Arc<tokio::sync::Notify>,
 }
 
@@ -82,7 +88,7 @@ impl CrlCache {
         self.changed.notify_one();
     }
 
-    /// The newest CRLs this process built (complete first, then shards).
+    /// The newest CRLs this process built (per issuer: complete first, then shards).
     pub fn status(&self) -> Vec<CrlStatus> {
         self.status
             .lock()
@@ -98,8 +104,9 @@ impl CrlCache {
         shard: Option<u32>,
     ) -> Result<Vec<u8>, CrlError> {
         let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let key: CrlKey = (ca.issuer_id().to_owned(), shard);
         let mut current = self.current.lock().await;
-        if let Some(built) = current.get(&shard)
+        if let Some(built) = current.get(&key)
             && built.at.elapsed() < CACHE_FOR
             && built.generation == generation
         {
@@ -131,7 +138,7 @@ impl CrlCache {
         let der = ca.crl(&revoked, now, LIFETIME, &idp)?;
         if let Ok(mut status) = self.status.lock() {
             status.insert(
-                shard,
+                key.clone(),
                 CrlStatus {
                     issuer_id: ca.issuer_id().to_owned(),
                     shard: shard.map_or_else(|| "all".to_owned(), |k| k.to_string()),
@@ -142,7 +149,7 @@ impl CrlCache {
             );
         }
         current.insert(
-            shard,
+            key,
             Built {
                 at: Instant::now(),
                 generation,
@@ -153,24 +160,27 @@ impl CrlCache {
     }
 }
 
-/// Rebuilds the complete CRL and every configured shard every `period`, and at once after a
-/// revocation on this replica. Failures are logged and retried at the next tick; the served
-/// CRLs stay valid for [`LIFETIME`].
+/// Rebuilds every live issuer's complete CRL and configured shards every `period`, and at once
+/// after a revocation on this replica. Failures are logged and retried at the next tick; the
+/// served CRLs stay valid for [`LIFETIME`].
 pub async fn refresh_forever(
     cache: CrlCache,
-    ca: Arc<CertificateAuthority>,
+    issuers: Arc<Issuers>,
     store: Arc<dyn Store>,
     period: Duration,
 ) {
-    let shards = ca.settings().crl_shards;
     loop {
-        let mut targets = vec![None];
-        if shards > 1 {
-            targets.extend((0..shards).map(Some));
-        }
-        for shard in targets {
-            if let Err(e) = cache.der(&ca, &store, shard).await {
-                tracing::warn!(error = %e, ?shard, "rebuilding the CRL failed; retrying later");
+        let set = issuers.current();
+        for member in set.live(OffsetDateTime::now_utc()) {
+            let shards = member.ca.settings().crl_shards;
+            let mut targets = vec![None];
+            if shards > 1 {
+                targets.extend((0..shards).map(Some));
+            }
+            for shard in targets {
+                if let Err(e) = cache.der(&member.ca, &store, shard).await {
+                    tracing::warn!(error = %e, issuer_id = member.ca.issuer_id(), ?shard, "rebuilding the CRL failed; retrying later");
+                }
             }
         }
         tokio::select! {

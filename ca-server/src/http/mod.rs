@@ -27,9 +27,13 @@ use crate::issuer::hierarchy::to_pem;
 pub const TRUST_BUNDLE_PATH: &str = "/ca/bundle.pem";
 /// Where the issuing chain (issuing CA, then parents) is served, as PEM.
 pub const CHAIN_PATH: &str = "/ca/chain.pem";
-/// Where the issuing CA's CRL is served (DER); `/crl.pem` serves it as PEM. Point
-/// `[ca] crl_urls` at `http://<service>/crl` to put it in issued certificates.
+/// Where the default issuer's CRL is served (DER); `/crl.pem` serves it as PEM. Each issuer's
+/// own is at `/crl/issuer/<issuer id>[.pem]`: point `[ca] crl_urls` at
+/// `http://<service>/crl/issuer/{{issuer_id}}` so certificates keep naming their issuer's CRL
+/// after a rotation.
 pub const CRL_PATH: &str = "/crl";
+/// Where the SPIFFE trust bundle (a JWK set of the roots, `x509-svid` use) is served.
+pub const SPIFFE_BUNDLE_PATH: &str = "/ca/spiffe-bundle.json";
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -60,6 +64,9 @@ pub fn public_app(state: AppState) -> Router {
         .route(CRL_PATH, get(crl_der))
         .route("/crl.pem", get(crl_pem))
         .route("/crl/{shard}", get(crl_shard))
+        .route("/crl/issuer/{issuer}", get(issuer_crl))
+        .route("/crl/issuer/{issuer}/{shard}", get(issuer_crl_shard))
+        .route(SPIFFE_BUNDLE_PATH, get(spiffe_bundle))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -134,7 +141,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         .metrics()
         .render(
             &state.metrics,
-            state.issuance.ca(),
+            &state.issuance.issuers().current(),
             state.store.as_ref(),
             state.crl.status(),
         )
@@ -173,20 +180,70 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     }
 }
 
+/// Every root trusted now: the default issuer's, and during a rotation the next issuer's and
+/// the former issuers' while their certificates are valid.
 async fn trust_bundle(State(state): State<AppState>) -> Response {
-    pem_response(to_pem(state.issuance.ca().roots()))
+    let roots = state
+        .issuance
+        .issuers()
+        .current()
+        .roots(time::OffsetDateTime::now_utc());
+    pem_response(to_pem(&roots))
 }
 
 async fn chain(State(state): State<AppState>) -> Response {
     pem_response(to_pem(state.issuance.ca().chain()))
 }
 
+/// The roots as a SPIFFE bundle (SPIFFE Trust Domain and Bundle, §4): a JWK set whose keys carry
+/// `use: x509-svid` and the root in `x5c`, for SPIRE federation and Istio's `spiffe_bundle_url`.
+async fn spiffe_bundle(State(state): State<AppState>) -> Response {
+    let set = state.issuance.issuers().current();
+    let now = time::OffsetDateTime::now_utc();
+    let body = crate::trust::spiffe_bundle(&set.roots(now), set.sequence());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn crl_der(State(state): State<AppState>) -> Response {
-    crl_response(&state, None, false).await
+    crl_response(&state, None, None, false).await
 }
 
 async fn crl_pem(State(state): State<AppState>) -> Response {
-    crl_response(&state, None, true).await
+    crl_response(&state, None, None, true).await
+}
+
+/// `/crl/issuer/<id>` (DER) or `/crl/issuer/<id>.pem`: one issuer's complete CRL.
+async fn issuer_crl(
+    State(state): State<AppState>,
+    axum::extract::Path(issuer): axum::extract::Path<String>,
+) -> Response {
+    let (id, pem) = match issuer.strip_suffix(".pem") {
+        Some(id) => (id, true),
+        None => (issuer.as_str(), false),
+    };
+    crl_response(&state, Some(id), None, pem).await
+}
+
+/// `/crl/issuer/<id>/<k>[.pem]`: one shard of one issuer's CRL.
+async fn issuer_crl_shard(
+    State(state): State<AppState>,
+    axum::extract::Path((issuer, shard)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let (number, pem) = match shard.strip_suffix(".pem") {
+        Some(n) => (n, true),
+        None => (shard.as_str(), false),
+    };
+    match number.parse::<u32>() {
+        Ok(k) if k < crl::MAX_SHARDS => crl_response(&state, Some(&issuer), Some(k), pem).await,
+        _ => (StatusCode::NOT_FOUND, "no such CRL shard\n").into_response(),
+    }
 }
 
 /// `/crl/<k>` (DER) or `/crl/<k>.pem`: one shard of a sharded CRL.
@@ -199,17 +256,27 @@ async fn crl_shard(
         None => (shard.as_str(), false),
     };
     match number.parse::<u32>() {
-        Ok(k) if k < crl::MAX_SHARDS => crl_response(&state, Some(k), pem).await,
+        Ok(k) if k < crl::MAX_SHARDS => crl_response(&state, None, Some(k), pem).await,
         _ => (StatusCode::NOT_FOUND, "no such CRL shard\n").into_response(),
     }
 }
 
-async fn crl_response(state: &AppState, shard: Option<u32>, pem: bool) -> Response {
-    match state
-        .crl
-        .der(state.issuance.ca(), &state.store, shard)
-        .await
-    {
+/// The CRL of `issuer` (an issuer id; None: the default issuer), complete or one shard.
+async fn crl_response(
+    state: &AppState,
+    issuer: Option<&str>,
+    shard: Option<u32>,
+    pem: bool,
+) -> Response {
+    let set = state.issuance.issuers().current();
+    let ca = match issuer {
+        None => Arc::clone(set.default_ca()),
+        Some(id) => match set.by_id(id) {
+            Some(member) => Arc::clone(&member.ca),
+            None => return (StatusCode::NOT_FOUND, "no such issuer\n").into_response(),
+        },
+    };
+    match state.crl.der(&ca, &state.store, shard).await {
         Ok(der) if !pem => (
             [(
                 header::CONTENT_TYPE,

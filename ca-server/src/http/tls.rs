@@ -166,7 +166,7 @@ async fn self_issue(
         .await
         .context("issuing the serving certificate")?;
     let mut chain = vec![signed.der.clone()];
-    chain.extend(issuance.ca().chain().iter().cloned());
+    chain.extend(signed.chain.iter().cloned());
     let signing = any_supported_type(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         key.serialize_der(),
     )))

@@ -151,6 +151,9 @@ pub struct GenerateOptions {
     pub root_lifetime: Duration,
     /// Issuing CA lifetime (clamped to the root's).
     pub issuing_lifetime: Duration,
+    /// Write the root's key here instead of `ca/root.key` (an offline root: the directory is
+    /// carried away, and the server never holds the key).
+    pub offline_root: Option<PathBuf>,
 }
 
 impl Default for GenerateOptions {
@@ -161,6 +164,7 @@ impl Default for GenerateOptions {
             issuing_common_name: "ca-server Issuing CA".into(),
             root_lifetime: Duration::days(3652),
             issuing_lifetime: Duration::days(1826),
+            offline_root: None,
         }
     }
 }
@@ -184,6 +188,14 @@ fn ca_params(cn: &str, org: &str, path_len: Option<u8>) -> CertificateParams {
     params
 }
 
+/// How far an issuing CA's notBefore is set in the past to absorb clock skew: an hour, or a tenth
+/// of a short lifetime (so a short-lived CA's rotation schedule, which runs from its notBefore,
+/// is not spent before it starts).
+pub fn ca_backdate(lifetime: Duration) -> Duration {
+    let tenth: Duration = lifetime / 10;
+    tenth.min(Duration::hours(1))
+}
+
 /// Creates a root CA (ECDSA P-256) and an issuing intermediate (ECDSA P-256) in `data_dir`.
 pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
     let files = CaFiles::new(data_dir);
@@ -199,13 +211,21 @@ pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
     let issuing_key = keys::generate_p256()?;
     // pathLen 1: the issuing CA may sign the `ca` profile's subordinates (pathLen 0).
     let mut params = ca_params(&opts.issuing_common_name, &opts.organization, Some(1));
-    params.not_before = now - Duration::hours(1);
+    params.not_before = now - ca_backdate(opts.issuing_lifetime);
     params.not_after = (now + opts.issuing_lifetime).min(root_params.not_after);
     params.use_authority_key_identifier_extension = true;
     let root_issuer = rcgen::Issuer::from_params(&root_params, &root_key);
     let issuing = params.signed_by(&issuing_key, &root_issuer)?;
 
-    keys::write_secret(&files.root_key(), keys::pkcs8_pem(&root_key).as_bytes())?;
+    match &opts.offline_root {
+        Some(dir) => {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            keys::write_secret(&dir.join("root.key"), keys::pkcs8_pem(&root_key).as_bytes())?;
+            fs::write(dir.join("root.crt"), root.pem())
+                .with_context(|| format!("writing {}", dir.join("root.crt").display()))?;
+        }
+        None => keys::write_secret(&files.root_key(), keys::pkcs8_pem(&root_key).as_bytes())?,
+    }
     keys::write_secret(
         &files.issuing_key(),
         keys::pkcs8_pem(&issuing_key).as_bytes(),
@@ -273,6 +293,7 @@ pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 /// The CA as loaded and checked: issuing certificate, its key, parents and trust anchors.
+#[derive(Clone)]
 pub struct LoadedCa {
     /// Issuing certificate first, then parents.
     pub chain: Vec<CertificateDer<'static>>,
@@ -327,6 +348,24 @@ impl LoadedCa {
             loaded.alternates.push(chain);
         }
         Ok((loaded, key))
+    }
+
+    /// Checks an issuing CA held elsewhere than the data directory (the database): `chain` is the
+    /// issuing certificate then its parents up to a root, `alternates` other chains for the same
+    /// key, each checked as `alternate-chain*.pem` files are.
+    pub fn from_chain(
+        chain: Vec<CertificateDer<'static>>,
+        key: &KeyPair,
+        alternates: Vec<Vec<CertificateDer<'static>>>,
+    ) -> Result<Self> {
+        let mut loaded = Self::check(chain, key)?;
+        for (i, alternate) in alternates.into_iter().enumerate() {
+            let checked = loaded
+                .check_alternate(alternate)
+                .with_context(|| format!("alternate chain {}", i + 1))?;
+            loaded.alternates.push(checked);
+        }
+        Ok(loaded)
     }
 
     /// An alternate chain must start with a certificate for the issuing CA (same subject and

@@ -16,7 +16,9 @@ pub mod hierarchy;
 pub mod keys;
 pub mod lint;
 pub mod profile;
+pub mod rotation;
 pub mod serial;
+pub mod set;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -344,6 +346,10 @@ impl IssueError {
 pub struct SignedCertificate {
     /// DER.
     pub der: CertificateDer<'static>,
+    /// The issuer that signed it.
+    pub issuer_id: String,
+    /// That issuer's chain: its certificate, then its parents up to the root.
+    pub chain: Vec<CertificateDer<'static>>,
     /// Serial number octets.
     pub serial: Vec<u8>,
     /// Effective notBefore.
@@ -360,13 +366,43 @@ pub struct SignedCertificate {
     pub crl_shard: Option<u32>,
 }
 
-/// The issuing CA: certificate, key and chain.
+/// What happens to a certificate asked to outlive its issuer (Vault's `leaf_not_after_behavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeafNotAfter {
+    /// notAfter is cut to the issuer's, with a warning.
+    #[default]
+    Truncate,
+    /// The request is refused.
+    Err,
+}
+
+impl LeafNotAfter {
+    /// Vault's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Truncate => "truncate",
+            Self::Err => "err",
+        }
+    }
+
+    /// Parses Vault's spelling; `permit` is refused (no certificate outlives its issuer here).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "truncate" => Some(Self::Truncate),
+            "err" => Some(Self::Err),
+            _ => None,
+        }
+    }
+}
+
+/// One issuing CA: certificate, key and chain.
 pub struct CertificateAuthority {
     /// The issuing CA's name, key identifier and key usages, as rcgen writes them into what it signs.
     issuer_params: CertificateParams,
     key: KeyPair,
     loaded: hierarchy::LoadedCa,
     settings: Settings,
+    leaf_not_after: LeafNotAfter,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -382,13 +418,59 @@ impl CertificateAuthority {
     /// Loads the CA from `<data_dir>/ca`.
     pub fn load(data_dir: &Path, settings: Settings) -> Result<Self> {
         let (loaded, key) = hierarchy::LoadedCa::load(data_dir)?;
+        Self::new(loaded, key, settings, LeafNotAfter::default())
+    }
+
+    /// A CA from checked material. `{{issuer_id}}` in the settings' CRL and caIssuers URLs
+    /// becomes this issuer's id, so each issuer's certificates name its own CRL.
+    pub fn new(
+        loaded: hierarchy::LoadedCa,
+        key: KeyPair,
+        mut settings: Settings,
+        leaf_not_after: LeafNotAfter,
+    ) -> Result<Self> {
         let issuer_params = loaded.issuer_params()?;
+        let id = loaded.issuer_id.clone();
+        for url in settings
+            .crl_urls
+            .iter_mut()
+            .chain(settings.issuing_certificate_urls.iter_mut())
+        {
+            *url = url.replace("{{issuer_id}}", &id);
+        }
         Ok(Self {
             issuer_params,
             key,
             loaded,
             settings,
+            leaf_not_after,
         })
+    }
+
+    /// The issuing certificate's notBefore.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.loaded.not_before
+    }
+
+    /// What happens to requests beyond this issuer's notAfter.
+    pub fn leaf_not_after(&self) -> LeafNotAfter {
+        self.leaf_not_after
+    }
+
+    /// The issuing CA's key identifier (its subject key identifier).
+    pub fn key_id(&self) -> &[u8] {
+        &self.loaded.key_id
+    }
+
+    /// The checked material (chain, alternates, subject).
+    pub fn material(&self) -> &hierarchy::LoadedCa {
+        &self.loaded
+    }
+
+    /// The CA's key as PKCS#8 DER, to rebuild it with other settings. Never logged or stored
+    /// unsealed.
+    pub(crate) fn key_pkcs8(&self) -> Vec<u8> {
+        self.key.serialize_der()
     }
 
     /// Identifier of the issuing CA (hex subject key identifier).
@@ -521,6 +603,14 @@ impl CertificateAuthority {
             ));
             not_after = max_not_after;
         }
+        if not_after > self.loaded.not_after && self.leaf_not_after == LeafNotAfter::Err {
+            return Err(Violation::Validity(format!(
+                "the requested notAfter is beyond the issuing CA's ({}); this issuer's \
+                 leaf_not_after_behavior is err",
+                self.loaded.not_after
+            ))
+            .into());
+        }
         if not_after > self.loaded.not_after {
             warnings.push(
                 "requested notAfter is beyond the issuing CA's; truncated to the CA's notAfter"
@@ -596,6 +686,8 @@ impl CertificateAuthority {
                 })?;
         Ok(SignedCertificate {
             der: cert.der().clone(),
+            issuer_id: self.loaded.issuer_id.clone(),
+            chain: self.loaded.chain.clone(),
             serial: serial.to_bytes(),
             not_before,
             not_after,
@@ -713,7 +805,7 @@ fn authority_info_access(urls: &[String]) -> CustomExtension {
 /// Signing plus recording: the one way certificates leave the CA.
 #[derive(Clone)]
 pub struct Issuance {
-    ca: Arc<CertificateAuthority>,
+    issuers: Arc<set::Issuers>,
     ledger: LedgerWriter,
     metrics: Metrics,
 }
@@ -721,19 +813,24 @@ pub struct Issuance {
 impl std::fmt::Debug for Issuance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuance")
-            .field("ca", &self.ca)
+            .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
 }
 
 impl Issuance {
-    /// Pairs a CA with the ledger's writer.
-    pub fn new(ca: Arc<CertificateAuthority>, ledger: LedgerWriter, metrics: Metrics) -> Self {
+    /// Pairs the issuers with the ledger's writer.
+    pub fn new(issuers: Arc<set::Issuers>, ledger: LedgerWriter, metrics: Metrics) -> Self {
         Self {
-            ca,
+            issuers,
             ledger,
             metrics,
         }
+    }
+
+    /// The issuers.
+    pub fn issuers(&self) -> &Arc<set::Issuers> {
+        &self.issuers
     }
 
     /// The process's event metrics.
@@ -745,26 +842,38 @@ impl Issuance {
     pub fn refused(&self, protocol: ca_store::Protocol, profile: &str) {
         self.metrics.issuance(
             protocol,
-            self.ca.issuer_id(),
+            self.ca().issuer_id(),
             profile,
             IssuanceResult::Refused,
         );
     }
 
-    /// The CA.
-    pub fn ca(&self) -> &Arc<CertificateAuthority> {
-        &self.ca
+    /// The issuer that signs now (the default).
+    pub fn ca(&self) -> Arc<CertificateAuthority> {
+        Arc::clone(self.issuers.current().default_ca())
     }
 
-    /// Signs `req` and records the result durably; only then returns it.
+    /// Signs `req` with the default issuer and records the result durably; only then returns it.
     pub async fn issue(
         &self,
         req: &CertificateRequest,
         requester: &Requester,
         request_id: &str,
     ) -> Result<SignedCertificate, IssueError> {
+        self.issue_with(&self.ca(), req, requester, request_id)
+            .await
+    }
+
+    /// Signs `req` with `ca` (one of the issuers) and records the result durably.
+    pub async fn issue_with(
+        &self,
+        ca: &Arc<CertificateAuthority>,
+        req: &CertificateRequest,
+        requester: &Requester,
+        request_id: &str,
+    ) -> Result<SignedCertificate, IssueError> {
         let started = std::time::Instant::now();
-        let result = self.sign_and_record(req, requester, request_id).await;
+        let result = self.sign_and_record(ca, req, requester, request_id).await;
         let profile = req.profile.name();
         // Refusals (Rejected, Csr) are counted by the protocol edge, which also sees the ones
         // that never reach the CA.
@@ -779,20 +888,21 @@ impl Issuance {
         };
         if let Some(outcome) = outcome {
             self.metrics
-                .issuance(requester.protocol, self.ca.issuer_id(), profile, outcome);
+                .issuance(requester.protocol, ca.issuer_id(), profile, outcome);
         }
         result
     }
 
     async fn sign_and_record(
         &self,
+        ca: &Arc<CertificateAuthority>,
         req: &CertificateRequest,
         requester: &Requester,
         request_id: &str,
     ) -> Result<SignedCertificate, IssueError> {
         // A serial collision (UNIQUE violation) is retried with a fresh serial.
         for _ in 0..3 {
-            let signed = self.ca.sign(req)?;
+            let signed = ca.sign(req)?;
             let row = self.ledger_row(req, &signed, requester, request_id);
             let started = std::time::Instant::now();
             let recorded = self.ledger.record(row).await;
@@ -815,7 +925,7 @@ impl Issuance {
     ) -> NewCertificate {
         NewCertificate {
             serial: signed.serial.clone(),
-            issuer_id: self.ca.issuer_id().to_owned(),
+            issuer_id: signed.issuer_id.clone(),
             profile: req.profile.name().to_owned(),
             subject: signed.subject.clone(),
             common_name: req.subject.common_name.clone(),

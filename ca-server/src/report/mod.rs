@@ -275,48 +275,77 @@ pub fn item(r: &CertificateRecord, now: i64, ca_names: &BTreeMap<String, String>
     }
 }
 
-/// Our CA certificates as report items.
-pub fn authorities(ca: &crate::issuer::CertificateAuthority, now: i64) -> Vec<AuthorityItem> {
+/// Our CA certificates as report items: every live issuer's chain (the default's first), each
+/// certificate once.
+pub fn authorities(issuers: &crate::issuer::set::IssuerSet, now: i64) -> Vec<AuthorityItem> {
     let mut out: Vec<AuthorityItem> = Vec::new();
-    for (i, der) in ca.chain().iter().chain(ca.roots()).enumerate() {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-            continue;
-        };
-        let name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map_or_else(|| cert.subject().to_string(), str::to_owned);
-        if out.iter().any(|a| a.name == name) {
-            continue;
-        }
-        let not_after = cert.validity().not_after.timestamp();
-        out.push(AuthorityItem {
-            name,
-            expiration_date: rfc3339(not_after),
-            residual_time: not_after - now,
-            externally_managed: false,
-            role: if i == 0 {
-                "issuing"
-            } else if cert.subject() == cert.issuer() {
-                "root"
-            } else {
-                "intermediate"
+    let mut members: Vec<&crate::issuer::set::Member> = vec![issuers.default_member()];
+    members.extend(
+        issuers
+            .members()
+            .iter()
+            .filter(|m| m.ca.issuer_id() != issuers.default_ca().issuer_id())
+            .filter(|m| m.ca.not_after().unix_timestamp() > now),
+    );
+    for member in members {
+        for (i, der) in member
+            .ca
+            .chain()
+            .iter()
+            .chain(member.ca.roots())
+            .enumerate()
+        {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                continue;
+            };
+            let name = cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map_or_else(|| cert.subject().to_string(), str::to_owned);
+            if out.iter().any(|a| a.name == name) {
+                continue;
             }
-            .into(),
-        });
+            let not_after = cert.validity().not_after.timestamp();
+            out.push(AuthorityItem {
+                name,
+                expiration_date: rfc3339(not_after),
+                residual_time: not_after - now,
+                externally_managed: false,
+                role: if i == 0 {
+                    "issuing"
+                } else if cert.subject() == cert.issuer() {
+                    "root"
+                } else {
+                    "intermediate"
+                }
+                .into(),
+            });
+        }
     }
     out
 }
 
-/// `issuer id → issuing CA name` for our issuer, so reports show a name, not a hash.
-pub fn ca_names(ca: &crate::issuer::CertificateAuthority) -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
-    if let Some(first) = authorities(ca, 0).into_iter().next() {
-        names.insert(ca.issuer_id().to_owned(), first.name);
-    }
-    names
+/// `issuer id → issuing CA name` for each of our issuers, so reports show a name, not a hash.
+pub fn ca_names(issuers: &crate::issuer::set::IssuerSet) -> BTreeMap<String, String> {
+    issuers
+        .members()
+        .iter()
+        .map(|m| {
+            let name = x509_parser::parse_x509_certificate(&m.ca.chain()[0])
+                .ok()
+                .and_then(|(_, cert)| {
+                    cert.subject()
+                        .iter_common_name()
+                        .next()
+                        .and_then(|cn| cn.as_str().ok())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| m.ca.subject().to_owned());
+            (m.ca.issuer_id().to_owned(), name)
+        })
+        .collect()
 }
 
 /// The JSON document: kubeadm's `CertificateExpirationInfo`, extended.

@@ -88,7 +88,7 @@ async fn certificates(
         .then(|| rows.last())
         .flatten()
         .map(|r| format!("{}.{}", r.certificate.not_after, r.id));
-    let names = report::ca_names(state.issuance.ca());
+    let names = report::ca_names(&state.issuance.issuers().current());
     let items: Vec<report::Item> = rows.iter().map(|r| report::item(r, now, &names)).collect();
     Ok(envelope(
         Some(json!({ "certificates": items, "next_cursor": next_cursor })),
@@ -112,8 +112,11 @@ async fn summary(state: &VaultState, _: &Call, _: &Authorized) -> Result<Respons
         );
         obj.insert(
             "certificate_authorities".into(),
-            serde_json::to_value(report::authorities(state.issuance.ca(), now))
-                .unwrap_or(Value::Null),
+            serde_json::to_value(report::authorities(
+                &state.issuance.issuers().current(),
+                now,
+            ))
+            .unwrap_or(Value::Null),
         );
     }
     Ok(envelope(Some(data), Vec::new(), None))

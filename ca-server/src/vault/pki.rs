@@ -138,7 +138,7 @@ async fn cert_ca_chain(state: &VaultState, _: &Call) -> Result<Response, VaultEr
 async fn crl(state: &VaultState) -> Result<Vec<u8>, VaultError> {
     state
         .crl
-        .der(state.issuance.ca(), &state.store, None)
+        .der(&state.issuance.ca(), &state.store, None)
         .await
         .map_err(|e| match e {
             crate::http::crl::CrlError::Store(e) => VaultError::from(e),
@@ -609,7 +609,7 @@ async fn sign_checked(
     let request_id = uuid::Uuid::new_v4().to_string();
     let signed = state
         .issuance
-        .issue(&decision.request, &requester, &request_id)
+        .issue_with(&ca, &decision.request, &requester, &request_id)
         .await
         .map_err(|e| match e {
             IssueError::Rejected(v) => VaultError::bad_request(v.to_string()),
@@ -619,7 +619,11 @@ async fn sign_checked(
         })?;
     warnings.extend(signed.warnings.iter().cloned());
 
-    let chain = chain_pems(state);
+    let chain: Vec<String> = signed
+        .chain
+        .iter()
+        .map(|c| pem_block("CERTIFICATE", c))
+        .collect();
     let cert_pem = pem_block("CERTIFICATE", &signed.der);
     let certificate = match string_field(data, "format").as_str() {
         "der" => {
