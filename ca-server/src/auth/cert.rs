@@ -118,6 +118,8 @@ impl Auth {
                     ttl: (role.token_ttl > 0)
                         .then(|| std::time::Duration::from_secs(role.token_ttl)),
                     no_default_policy: false,
+                    explicit_max_ttl: None,
+                    renewable: true,
                 });
             }
         }

@@ -98,6 +98,11 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    /// The shared store (token roles and other auth documents live there).
+    pub fn store(&self) -> &Arc<dyn ca_store::Store> {
+        &self.store
+    }
+
     /// The auth layer over the shared store.
     pub fn new(store: Arc<dyn ca_store::Store>, seal: Arc<Seal>) -> Self {
         Self {

@@ -6,8 +6,12 @@
 //!   whose role would grant `root` is refused.
 //! - Only a root token may create a root token, and a non-root token may give its children only
 //!   policies it has itself.
-//! - Tokens form a tree: a child never outlives its parent (its expiry is capped at the parent's)
-//!   and revoking a token revokes its descendants. Orphans have no parent.
+//! - Tokens form a tree: a child never outlives its parent (its expiry is capped at the parent's,
+//!   at creation and at every renewal) and revoking a token revokes its descendants. Orphans
+//!   have no parent.
+//! - Tokens with a TTL are renewable, as Vault's service tokens are: a renewal grants the
+//!   requested increment (default: the token's TTL) from now, never beyond the token's maximum
+//!   (its explicit max TTL, else 768h after creation).
 //! - Root tokens are made only by explicit operator action ([`Auth::mint_root`]: `init`, the first
 //!   `serve` of a new deployment, `ca-server token root`), never one per data directory.
 
@@ -62,9 +66,26 @@ pub struct Caller {
     pub expires_at: Option<i64>,
     /// The parent token's accessor; None for orphans.
     pub parent: Option<String>,
+    /// Seconds a renewal grants by default; None: not renewable.
+    pub renew_ttl: Option<i64>,
+    /// The latest expiry a renewal may reach.
+    pub max_expires_at: Option<i64>,
 }
 
 impl Caller {
+    /// Whether the token can be renewed.
+    pub fn renewable(&self) -> bool {
+        self.renew_ttl.is_some() && self.expires_at.is_some()
+    }
+
+    /// The explicit maximum TTL, seconds from creation (0: none beyond the system's).
+    pub fn explicit_max_ttl(&self) -> i64 {
+        self.max_expires_at
+            .map(|m| m - self.created_at)
+            .filter(|d| *d != i64::try_from(DEFAULT_TTL.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
     /// A metadata string.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.meta.get(key).and_then(Value::as_str)
@@ -100,6 +121,8 @@ impl Caller {
             created_at: row.created_at,
             expires_at: row.expires_at,
             parent: row.parent_accessor,
+            renew_ttl: row.ttl,
+            max_expires_at: row.max_expires_at,
         }
     }
 }
@@ -117,6 +140,17 @@ pub struct TokenSpec {
     pub ttl: Option<Duration>,
     /// Leave out the `default` policy.
     pub no_default_policy: bool,
+    /// The latest a renewal may extend the token to, from its creation; None: 768h.
+    pub explicit_max_ttl: Option<Duration>,
+    /// Whether it may be renewed (Vault's default: yes).
+    pub renewable: bool,
+}
+
+/// What a renewal may grant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Renewal {
+    ttl: Option<i64>,
+    max_expires_at: Option<i64>,
 }
 
 /// Who is making a token.
@@ -128,6 +162,15 @@ pub enum Origin<'a> {
     Child(&'a super::Authorized),
     /// `auth/token/create-orphan` (or `no_parent`) by a caller whose rule grants sudo.
     Orphan(&'a super::Authorized),
+    /// `auth/token/create/<role>`: the token role has already decided the policies (never
+    /// root) and whether the token is an orphan, so neither the creator's policies nor sudo
+    /// bound it.
+    Role {
+        /// The caller.
+        by: &'a super::Authorized,
+        /// Made without a parent.
+        orphan: bool,
+    },
 }
 
 impl Auth {
@@ -179,6 +222,15 @@ impl Auth {
                 let parent = matches!(origin, Origin::Child(_)).then_some(creator);
                 (parent, Some(creator))
             }
+            Origin::Role { by, orphan } => {
+                if wants_root {
+                    return Err(Error::Invalid(
+                        "token roles cannot create root tokens".into(),
+                    ));
+                }
+                let creator = by.caller();
+                ((!orphan).then_some(creator), Some(creator))
+            }
         };
         let is_root = policies.iter().any(|p| p == "root");
         if !is_root && !spec.no_default_policy && !policies.iter().any(|p| p == "default") {
@@ -192,8 +244,19 @@ impl Auth {
             _ if is_root => None,
             _ => Some(DEFAULT_TTL),
         };
-        let mut expires_at =
-            ttl.map(|t| created_at.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX)));
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let max_expires_at = ttl.map(|_| {
+            created_at.saturating_add(secs(
+                spec.explicit_max_ttl
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_TTL)
+                    .min(DEFAULT_TTL),
+            ))
+        });
+        let mut expires_at = ttl.map(|t| created_at.saturating_add(secs(t)));
+        if let (Some(e), Some(m)) = (expires_at, max_expires_at) {
+            expires_at = Some(e.min(m));
+        }
         // A child never outlives its parent.
         if let Some(parent_expiry) = parent.and_then(|p| p.expires_at) {
             expires_at = Some(expires_at.map_or(parent_expiry, |e| e.min(parent_expiry)));
@@ -201,14 +264,71 @@ impl Auth {
         if creator.is_some() && is_root {
             tracing::info!(by = ?creator.map(|c| &c.accessor), "a root token was created by a root token");
         }
-        self.insert(policies, &spec.display_name, spec.meta, expires_at, parent)
-            .await
+        let renewal = Renewal {
+            ttl: ttl.filter(|_| spec.renewable).map(secs),
+            max_expires_at,
+        };
+        self.insert(
+            policies,
+            &spec.display_name,
+            spec.meta,
+            expires_at,
+            parent,
+            renewal,
+        )
+        .await
+    }
+
+    /// Renews a live token: its expiry becomes now + `increment` (default: its TTL), capped at
+    /// its maximum and its parent's expiry. Returns the token as renewed.
+    pub async fn renew(
+        &self,
+        target: &Caller,
+        increment: Option<Duration>,
+    ) -> Result<Caller, Error> {
+        let (Some(ttl), Some(_)) = (target.renew_ttl, target.expires_at) else {
+            return Err(Error::Invalid("lease is not renewable".into()));
+        };
+        let now = now();
+        let grant = increment
+            .filter(|d| !d.is_zero())
+            .map_or(ttl, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut expires_at = now.saturating_add(grant);
+        if let Some(max) = target.max_expires_at {
+            expires_at = expires_at.min(max);
+        }
+        if let Some(parent) = &target.parent
+            && let Some(p) = self.lookup_accessor(parent).await?
+            && let Some(parent_expiry) = p.expires_at
+        {
+            expires_at = expires_at.min(parent_expiry);
+        }
+        // A renewal never shortens the token.
+        let expires_at = expires_at.max(target.expires_at.unwrap_or(expires_at));
+        if !self
+            .store
+            .renew_token(&target.accessor, expires_at, now)
+            .await?
+        {
+            return Err(Error::Denied);
+        }
+        self.cache.forget_tokens();
+        let mut renewed = target.clone();
+        renewed.expires_at = Some(expires_at);
+        Ok(renewed)
     }
 
     /// Mints a root token (no TTL, no parent). Only the server's explicit commands call this.
     pub async fn mint_root(&self) -> Result<(String, Caller), Error> {
-        self.insert(vec!["root".into()], "root", Map::new(), None, None)
-            .await
+        self.insert(
+            vec!["root".into()],
+            "root",
+            Map::new(),
+            None,
+            None,
+            Renewal::default(),
+        )
+        .await
     }
 
     async fn insert(
@@ -218,6 +338,7 @@ impl Auth {
         meta: Map<String, Value>,
         expires_at: Option<i64>,
         parent: Option<&Caller>,
+        renewal: Renewal,
     ) -> Result<(String, Caller), Error> {
         let token = format!("hvs.{}", random_b64(24));
         let row = TokenRow {
@@ -230,6 +351,8 @@ impl Auth {
             created_at: now(),
             expires_at,
             parent_accessor: parent.map(|p| p.accessor.clone()),
+            ttl: renewal.ttl,
+            max_expires_at: renewal.max_expires_at,
         };
         self.store.insert_token(&row).await?;
         Ok((token, Caller::from_row(row)))

@@ -168,6 +168,12 @@ pub fn check(tbs_der: &[u8], expect: &Expectations<'_>) -> Result<(), Violation>
     let common_name = check_subject(&tbs)?;
     let extensions = Extensions::read(&tbs)?;
     let names = check_sans(&extensions, expect.limits)?;
+    if expect.profile == Profile::Ca && tbs.subject.iter_attributes().next().is_none() {
+        // RFC 5280 4.1.2.6: a CA's subject is never empty (issuers are matched by it).
+        return Err(Violation::Names(
+            "a CA certificate needs a subject (a common name or an organisation)".into(),
+        ));
+    }
     check_profile(expect, &tbs, &extensions, &names, common_name.as_deref())
 }
 
@@ -518,22 +524,15 @@ fn check_profile(
                 ));
             }
         }
-        Profile::Ca => {
-            if common_name.is_none() {
-                return Err(Violation::Names(
-                    "a CA certificate needs a common name".into(),
-                ));
-            }
+        Profile::Ca
             if names
                 .uris
                 .iter()
-                .any(|u| SpiffeId::parse(u).map_or(true, |id| !id.is_root()))
-            {
-                return Err(Violation::Names(
-                    "a signing certificate's only URI is the bare trust domain (spiffe://<td>)"
-                        .into(),
-                ));
-            }
+                .any(|u| SpiffeId::parse(u).map_or(true, |id| !id.is_root())) =>
+        {
+            return Err(Violation::Names(
+                "a signing certificate's only URI is the bare trust domain (spiffe://<td>)".into(),
+            ));
         }
         _ => {}
     }

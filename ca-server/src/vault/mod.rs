@@ -11,6 +11,7 @@
 pub mod ledger;
 pub mod logins;
 pub mod pki;
+pub mod pki_issuers;
 pub mod request;
 pub mod routes;
 pub mod sys;

@@ -13,6 +13,7 @@ use ca_store::{ExpiryQuery, Protocol, Requester};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::pki_issuers;
 use super::routes::{Existence, Route, ops, public, token};
 use super::values::{bool_field, duration_field, int_field, list_field, string_field};
 use super::{Call, Operation, VaultError, VaultState, envelope, list_response, no_content};
@@ -42,15 +43,43 @@ pub static ROUTES: &[Route] = &[
     public!("cert/+", ops::READ, cert),
     public!("cert/+/raw", ops::READ, cert_raw),
     public!("cert/+/raw/pem", ops::READ, cert_raw_pem),
-    public!("issuers", ops::LIST, issuers),
+    public!("issuers", ops::LIST, pki_issuers::list),
     public!("issuer/+/json", ops::READ, issuer_json),
     public!("issuer/+/pem", ops::READ, issuer_pem),
     public!("issuer/+/der", ops::READ, issuer_der),
-    public!("issuer/+/crl", ops::READ, crl_der),
-    public!("issuer/+/crl/der", ops::READ, crl_der),
-    public!("issuer/+/crl/pem", ops::READ, crl_pem),
-    token!("issuer/+", ops::READ, issuer),
+    public!("issuer/+/crl", ops::READ, issuer_crl_der),
+    public!("issuer/+/crl/der", ops::READ, issuer_crl_der),
+    public!("issuer/+/crl/pem", ops::READ, issuer_crl_pem),
+    token!("issuer/+", ops::CRUD, pki_issuers::issuer),
     token!("certs", ops::LIST, certs),
+    token!("certs/revoked", ops::LIST, pki_issuers::revoked),
+    token!(
+        "config/issuers",
+        ops::READ_WRITE,
+        pki_issuers::config_issuers
+    ),
+    token!("config/urls", ops::READ_WRITE, pki_issuers::config_urls),
+    token!("config/crl", ops::READ_WRITE, pki_issuers::config_crl),
+    token!(
+        "root/sign-intermediate",
+        ops::WRITE,
+        pki_issuers::sign_intermediate
+    ),
+    token!(
+        "issuer/+/sign-intermediate",
+        ops::WRITE,
+        pki_issuers::sign_intermediate
+    ),
+    token!(
+        "intermediate/generate/+",
+        ops::WRITE,
+        pki_issuers::generate_intermediate
+    ),
+    token!(
+        "intermediate/set-signed",
+        ops::WRITE,
+        pki_issuers::set_signed
+    ),
     token!("roles", ops::LIST, list_roles),
     token!("roles/+", ops::CRUD, role, ROLE),
     token!("sign/+", ops::WRITE, sign),
@@ -136,9 +165,17 @@ async fn cert_ca_chain(state: &VaultState, _: &Call) -> Result<Response, VaultEr
 }
 
 async fn crl(state: &VaultState) -> Result<Vec<u8>, VaultError> {
+    crl_of(state, &state.issuance.ca()).await
+}
+
+/// One issuer's complete CRL.
+async fn crl_of(
+    state: &VaultState,
+    ca: &crate::issuer::CertificateAuthority,
+) -> Result<Vec<u8>, VaultError> {
     state
         .crl
-        .der(&state.issuance.ca(), &state.store, None)
+        .der(ca, &state.store, None)
         .await
         .map_err(|e| match e {
             crate::http::crl::CrlError::Store(e) => VaultError::from(e),
@@ -231,73 +268,68 @@ async fn read_cert(
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         });
+    let mut body = json!({
+        "certificate": pem_block("CERTIFICATE", &der), "revocation_time": revoked,
+        "revocation_time_rfc3339": rfc.unwrap_or_default(),
+    });
+    // As Vault: the issuer is named for revoked certificates (whose CRL lists them).
+    if record.revoked_at.is_some() {
+        body["issuer_id"] = json!(record.certificate.issuer_id);
+    }
+    Ok(envelope(Some(body), vec![], None))
+}
+
+/// The issuer a path's `issuer/<ref>` names.
+fn referenced(
+    state: &VaultState,
+    call: &Call,
+) -> Result<std::sync::Arc<crate::issuer::CertificateAuthority>, VaultError> {
+    let set = state.issuance.issuers().current();
+    Ok(std::sync::Arc::clone(
+        &pki_issuers::resolve(&set, call.param(0))?.ca,
+    ))
+}
+
+async fn issuer_json(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
+    let set = state.issuance.issuers().current();
+    let m = pki_issuers::resolve(&set, call.param(0))?;
+    let chain: Vec<String> =
+        m.ca.chain()
+            .iter()
+            .map(|c| pem_block("CERTIFICATE", c))
+            .collect();
     Ok(envelope(
         Some(json!({
-            "certificate": pem_block("CERTIFICATE", &der), "revocation_time": revoked,
-            "revocation_time_rfc3339": rfc.unwrap_or_default(), "issuer_id": record.certificate.issuer_id,
+            "certificate": chain[0], "ca_chain": chain, "issuer_id": m.ca.issuer_id(),
+            "issuer_name": m.name.clone().unwrap_or_default(),
         })),
         vec![],
         None,
     ))
 }
 
-async fn issuers(state: &VaultState, _: &Call) -> Result<Response, VaultError> {
-    let id = state.issuance.ca().issuer_id().to_owned();
-    Ok(envelope(
-        Some(
-            json!({"keys": [id.clone()], "key_info": {id: {"issuer_name": "default", "is_default": true}}}),
-        ),
-        vec![],
-        None,
-    ))
-}
-
-fn check_issuer_ref(state: &VaultState, reference: &str) -> Result<(), VaultError> {
-    let ca = state.issuance.ca();
-    if reference != "default" && reference != ca.issuer_id() {
-        return Err(VaultError::bad_request(format!(
-            "unable to find PKI issuer for reference: {}",
-            crate::policy::shorten(reference)
-        )));
-    }
-    Ok(())
-}
-
-fn issuer_body(state: &VaultState) -> Value {
-    let ca = state.issuance.ca();
-    let pems = chain_pems(state);
-    json!({
-        "certificate": pems[0], "ca_chain": pems, "issuer_id": ca.issuer_id(),
-        "issuer_name": "default", "key_id": ca.issuer_id(), "leaf_not_after_behavior": "err",
-        "usage": "read-only,issuing-certificates,crl-signing",
-    })
-}
-
-async fn issuer_json(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    let body = issuer_body(state);
-    Ok(envelope(
-        Some(
-            json!({"certificate": body["certificate"], "ca_chain": body["ca_chain"], "issuer_id": body["issuer_id"]}),
-        ),
-        vec![],
-        None,
-    ))
-}
-
 async fn issuer_pem(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    ca_pem(state, call).await
+    let ca = referenced(state, call)?;
+    Ok(raw(
+        "application/pem-certificate-chain",
+        pem_block("CERTIFICATE", &ca.chain()[0]).into_bytes(),
+    ))
 }
 
 async fn issuer_der(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    ca_der(state, call).await
+    let ca = referenced(state, call)?;
+    Ok(raw("application/pkix-cert", ca.chain()[0].to_vec()))
 }
 
-async fn issuer(state: &VaultState, call: &Call, _: &Authorized) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    Ok(envelope(Some(issuer_body(state)), vec![], None))
+async fn issuer_crl_der(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
+    let ca = referenced(state, call)?;
+    Ok(raw("application/pkix-crl", crl_of(state, &ca).await?))
+}
+
+async fn issuer_crl_pem(state: &VaultState, call: &Call) -> Result<Response, VaultError> {
+    let ca = referenced(state, call)?;
+    let pem = pem_block("X509 CRL", &crl_of(state, &ca).await?);
+    Ok(raw("application/x-pem-file", pem.into_bytes()))
 }
 
 // --- token routes ----------------------------------------------------------------------------------
@@ -306,7 +338,6 @@ async fn certs(state: &VaultState, _: &Call, _: &Authorized) -> Result<Response,
     let mut query = ExpiryQuery {
         limit: 10_000,
         include_revoked: true,
-        issuer_id: Some(state.issuance.ca().issuer_id().to_owned()),
         origin: Some(ca_store::Origin::Issued),
         ..Default::default()
     };
@@ -466,8 +497,8 @@ async fn issuer_sign(
     call: &Call,
     who: &Authorized,
 ) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    counted(state, call, who, Mode::Sign, Some(call.param(1))).await
+    let ca = referenced(state, call)?;
+    counted_with(state, call, who, Mode::Sign, Some(call.param(1)), ca).await
 }
 
 async fn issuer_issue(
@@ -475,8 +506,8 @@ async fn issuer_issue(
     call: &Call,
     who: &Authorized,
 ) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
-    counted(state, call, who, Mode::Issue, Some(call.param(1))).await
+    let ca = referenced(state, call)?;
+    counted_with(state, call, who, Mode::Issue, Some(call.param(1)), ca).await
 }
 
 async fn issuer_sign_verbatim(
@@ -484,12 +515,13 @@ async fn issuer_sign_verbatim(
     call: &Call,
     who: &Authorized,
 ) -> Result<Response, VaultError> {
-    check_issuer_ref(state, call.param(0))?;
+    let ca = referenced(state, call)?;
     let role = (call.params.len() > 1).then(|| call.param(1));
-    counted(state, call, who, Mode::Verbatim, role).await
+    counted_with(state, call, who, Mode::Verbatim, role, ca).await
 }
 
-/// Client errors count as refused issuances (`ca_issuance_total{result="refused"}`).
+/// Signs with the default issuer; client errors count as refused issuances
+/// (`ca_issuance_total{result="refused"}`).
 async fn counted(
     state: &VaultState,
     call: &Call,
@@ -497,7 +529,19 @@ async fn counted(
     mode: Mode,
     role_name: Option<&str>,
 ) -> Result<Response, VaultError> {
-    let result = sign_checked(state, call, who, mode, role_name).await;
+    counted_with(state, call, who, mode, role_name, state.issuance.ca()).await
+}
+
+/// As [`counted`], with the issuer `issuer/<ref>/…` names.
+async fn counted_with(
+    state: &VaultState,
+    call: &Call,
+    who: &Authorized,
+    mode: Mode,
+    role_name: Option<&str>,
+    ca: std::sync::Arc<crate::issuer::CertificateAuthority>,
+) -> Result<Response, VaultError> {
+    let result = sign_checked(state, call, who, mode, role_name, ca).await;
     if let Err(e) = &result
         && e.status.is_client_error()
     {
@@ -571,6 +615,7 @@ async fn sign_checked(
     who: &Authorized,
     mode: Mode,
     role_name: Option<&str>,
+    ca: std::sync::Arc<crate::issuer::CertificateAuthority>,
 ) -> Result<Response, VaultError> {
     let role = match role_name {
         None => Role::verbatim(),
@@ -580,7 +625,6 @@ async fn sign_checked(
     };
     let data = &call.data;
     let (request, private_key_pem) = sign_request(data, mode, &role)?;
-    let ca = state.issuance.ca();
     let caller = who.caller();
     let decision = crate::policy::role::decide(
         &role,
@@ -592,6 +636,26 @@ async fn sign_checked(
         request,
     )?;
     let mut warnings = decision.warnings;
+    let mut request = decision.request;
+    // A tuned mount maximum (`secrets tune -max-lease-ttl`) bounds every certificate it signs.
+    if let Some(max) = super::sys::max_lease_ttl(state, &call.mount).await? {
+        let max = Duration::from_secs(max);
+        let wanted = request
+            .lifetime
+            .unwrap_or(ca.settings().lifetime(request.profile).default);
+        if wanted > max
+            || request
+                .not_after
+                .is_some_and(|t| t > OffsetDateTime::now_utc() + max)
+        {
+            warnings.push(format!(
+                "TTL is greater than the mount's max_lease_ttl; truncated to {}",
+                crate::duration::format_go(max)
+            ));
+            request.lifetime = Some(wanted.min(max));
+            request.not_after = None;
+        }
+    }
 
     let mut requester = Requester::new(Protocol::Vault, caller.display_name.clone());
     requester.namespace = caller.meta("service_account_namespace").map(str::to_owned);
@@ -609,7 +673,7 @@ async fn sign_checked(
     let request_id = uuid::Uuid::new_v4().to_string();
     let signed = state
         .issuance
-        .issue_with(&ca, &decision.request, &requester, &request_id)
+        .issue_with(&ca, &request, &requester, &request_id)
         .await
         .map_err(|e| match e {
             IssueError::Rejected(v) => VaultError::bad_request(v.to_string()),

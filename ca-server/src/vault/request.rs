@@ -188,6 +188,8 @@ pub async fn parse(request: Request) -> Result<Call, VaultError> {
     } else {
         match serde_json::from_str::<Value>(trimmed) {
             Ok(Value::Object(m)) => m,
+            // `vault write -f` (a write with no fields) sends `null`.
+            Ok(Value::Null) => Map::new(),
             _ => return Err(VaultError::bad_request("failed to parse JSON input")),
         }
     };

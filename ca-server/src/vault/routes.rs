@@ -5,7 +5,8 @@
 //! exist.
 //!
 //! Paths are matched after [`super::request::normalize_path`], segment by segment: literal
-//! segments, or `+` for exactly one segment (captured into [`Call::params`]).
+//! segments, `+` for exactly one segment, or a final `*` for one or more (each captured into
+//! [`Call::params`]; `*` as the remaining segments joined with `/`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +41,7 @@ pub struct Existence {
 /// One route.
 #[derive(Clone, Copy)]
 pub struct Route {
-    /// Segments after the mount; `+` matches one segment.
+    /// Segments after the mount; `+` matches one segment, a final `*` the rest.
     pub pattern: &'static str,
     /// Operations it accepts; others answer 405.
     pub ops: &'static [Operation],
@@ -186,8 +187,15 @@ impl Table {
             rest.split('/').collect()
         };
         for route in backend.routes {
-            let pattern: Vec<&str> = route.pattern.split('/').collect();
-            if pattern.len() != parts.len() {
+            let mut pattern: Vec<&str> = route.pattern.split('/').collect();
+            // A trailing `*` captures one or more remaining segments as one parameter.
+            let tail = pattern.last() == Some(&"*");
+            if tail {
+                pattern.pop();
+                if parts.len() <= pattern.len() {
+                    continue;
+                }
+            } else if pattern.len() != parts.len() {
                 continue;
             }
             let mut params = Vec::new();
@@ -200,6 +208,9 @@ impl Table {
                 }
             });
             if matched {
+                if tail {
+                    params.push(parts[pattern.len()..].join("/"));
+                }
                 return Some((route, backend.mount.as_str(), params));
             }
         }
