@@ -83,11 +83,8 @@ fn bin_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    let out = crate::process::output_within(Command::new("id").arg("-u"), crate::process::QUICK);
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// PostgreSQL refuses to run as root; run its tools as the `postgres` user then.

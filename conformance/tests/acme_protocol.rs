@@ -980,13 +980,18 @@ async fn two_replicas_on_one_postgres_share_nonces_and_accounts() {
     let a = AcmeEnv::start_with("", &["--database-url", &db.url]);
     // The second replica mounts the same CA material, as replicas mount one Secret.
     let b_dir = tempfile::tempdir().expect("tempdir");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(a.server.data_dir.join("ca"))
-        .arg(b_dir.path().join("ca"))
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let out = conformance::process::output_within(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(a.server.data_dir.join("ca"))
+            .arg(b_dir.path().join("ca")),
+        conformance::process::QUICK,
+    );
+    assert!(
+        out.status.success(),
+        "cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let b = conformance::server::CaServer::start(b_dir.path(), &["--database-url", &db.url]);
     let pem = std::fs::read_to_string(&a.bundle).expect("bundle");
     let https_b =

@@ -307,13 +307,18 @@ async fn three_replicas_share_one_postgresql() {
     for r in 0..3 {
         let data = dir.join(format!("replica-{r}"));
         std::fs::create_dir_all(&data).expect("mkdir");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(seed.join("ca"))
-            .arg(data.join("ca"))
-            .status()
-            .expect("cp");
-        assert!(status.success());
+        let out = conformance::process::output_within(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(seed.join("ca"))
+                .arg(data.join("ca")),
+            conformance::process::QUICK,
+        );
+        assert!(
+            out.status.success(),
+            "cp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         data_dirs.push(data);
     }
     // All three at once: concurrent migrations and start-up checks.
