@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs and starts what the tests need, builds
 # the workspace, runs every test (unit, ledger on SQLite and PostgreSQL, end-to-end), and stops
-# what it started. Usage: conformance/run.sh [extra cargo test args]
+# what it started. Usage: conformance/run.sh [extra cargo test args]   (env: SUITE_TIMEOUT=5400)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -54,10 +54,15 @@ say "building"
 cargo build --workspace --bins --locked
 export CA_SERVER_BIN="$root/target/debug/ca-server"
 say "running tests"
+# One bound for the whole suite (each external tool a test runs has its own): a hang fails the
+# run instead of holding CI until its own timeout, and says so.
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$work/test.log"
+timeout -k 60 "${SUITE_TIMEOUT:-5400}" cargo test --workspace --locked "$@" 2>&1 | tee "$work/test.log"
 status=${PIPESTATUS[0]}
 set -e
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+  say "FAILED: the suite timed out after ${SUITE_TIMEOUT:-5400} s (SUITE_TIMEOUT)"
+fi
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, g }' "$work/test.log"

@@ -81,8 +81,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_expire_are_replaced_and_bounded() {
-        let cache = TtlCache::new(Duration::from_millis(50), 2);
+    fn fresh_entries_are_served_replaced_and_forgotten() {
+        // An hour: nothing here can outlive it, however loaded the machine.
+        let cache = TtlCache::new(Duration::from_secs(3600), 2);
         assert_eq!(cache.get(&"a"), None);
         cache.put("a", 1);
         assert_eq!(cache.get(&"a"), Some(1));
@@ -91,11 +92,32 @@ mod tests {
         cache.forget(&"a");
         assert_eq!(cache.get(&"a"), None);
         cache.put("b", 3);
-        std::thread::sleep(Duration::from_millis(60));
+        cache.clear();
+        assert_eq!(cache.get(&"b"), None);
+    }
+
+    #[test]
+    fn expired_entries_are_not_served() {
+        // A zero TTL: every entry is already expired when read (`elapsed() < 0` never holds), so
+        // no sleep and no timing window.
+        let cache = TtlCache::new(Duration::ZERO, 2);
+        cache.put("b", 3);
         assert_eq!(cache.get(&"b"), None, "expired");
-        cache.put("c", 4);
-        cache.put("d", 5);
-        cache.put("e", 6);
-        assert!(cache.get(&"e").is_some(), "full maps make room");
+    }
+
+    #[test]
+    fn a_full_map_makes_room() {
+        let fresh = TtlCache::new(Duration::from_secs(3600), 2);
+        fresh.put("c", 4);
+        fresh.put("d", 5);
+        fresh.put("e", 6);
+        assert_eq!(fresh.get(&"e"), Some(6), "the newest entry is kept");
+        assert!(fresh.map.lock().map(|m| m.len()).unwrap_or(usize::MAX) <= 2);
+        // Expired entries go first.
+        let expired = TtlCache::new(Duration::ZERO, 2);
+        expired.put("c", 4);
+        expired.put("d", 5);
+        expired.put("e", 6);
+        assert_eq!(expired.map.lock().map(|m| m.len()).unwrap_or(usize::MAX), 1);
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! A failing case is shrunk by proptest and its seed written to `tests/fuzz.regressions`, which
 //! every later run replays first; a real finding also becomes a named regression test below.
-//! A case slower than [`SLOW_CASE`] fails too (a parser that goes quadratic or worse on hostile
-//! input is a denial of service).
+//! A case slower than [`SLOW_CASE`] (`FUZZ_SLOW_CASE_MS` overrides it) fails too (a parser that
+//! goes quadratic or worse on hostile input is a denial of service). Every target first runs on
+//! genuine inputs it must accept, so its properties are never vacuous.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -34,8 +35,16 @@ use ca_server::auth::acl::{Acl, AclOperation, Policy};
 use ca_server::jose::Jwk;
 use ca_server::spiffe::SpiffeId;
 
-/// The longest any single case may take.
+/// The longest any single case may take (a debug build on a loaded machine included);
+/// `FUZZ_SLOW_CASE_MS` overrides it.
 const SLOW_CASE: Duration = Duration::from_secs(2);
+
+fn slow_case() -> Duration {
+    std::env::var("FUZZ_SLOW_CASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SLOW_CASE, Duration::from_millis)
+}
 
 // --- The harness ---------------------------------------------------------------------------
 
@@ -115,8 +124,26 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
 
 /// Runs `target` on inputs from `strategy` for the configured budget and prints its figures.
 /// `target` returns whether the input was accepted (parsed), so the figures show how much of the
-/// fuzzing got past the first checks.
-fn fuzz<S: Strategy>(name: &str, strategy: S, target: impl Fn(&S::Value) -> bool) {
+/// fuzzing got past the first checks. Each of `controls` (unmutated, genuine inputs) must be
+/// accepted first: a target that accepted nothing would make every "whatever it accepts" property
+/// vacuous.
+fn fuzz<S: Strategy>(
+    name: &str,
+    strategy: S,
+    controls: &[S::Value],
+    target: impl Fn(&S::Value) -> bool,
+) {
+    assert!(
+        !controls.is_empty(),
+        "fuzz target {name}: no positive control"
+    );
+    for control in controls {
+        assert!(
+            target(control),
+            "fuzz target {name} refuses a genuine input: {control:?}"
+        );
+    }
+    let slow = slow_case();
     let seconds = std::env::var("FUZZ_SECONDS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
@@ -147,7 +174,7 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, target: impl Fn(&S::Value) -> bool
             executions.fetch_add(1, Ordering::Relaxed);
             let mut slowest = slowest.lock().expect("lock");
             *slowest = (*slowest).max(took);
-            prop_assert!(took < SLOW_CASE, "one case took {took:?}");
+            prop_assert!(took < slow, "one case took {took:?}");
             Ok(())
         });
         if let Err(e) = outcome {
@@ -293,8 +320,8 @@ fn jws_decoding_and_verification() {
             }))
             .expect("json")
         });
-    let strategy = prop_oneof![mutated(bodies), part_mutations];
-    fuzz("jws", strategy, |body| {
+    let strategy = prop_oneof![mutated(bodies.clone()), part_mutations];
+    fuzz("jws", strategy, &bodies, |body| {
         let verified = verify_jws(body, &accounts);
         if let Some(pair) = &verified {
             assert!(
@@ -377,7 +404,7 @@ fn csr_parsing() {
             (asked(&parsed), parsed.public_key.spki_der().to_vec())
         })
         .collect();
-    fuzz("csr", mutated(seeds), |der| {
+    fuzz("csr", mutated(seeds.clone()), &seeds, |der| {
         // The signature covers the request: whatever a mutation lets through asks for exactly
         // what a genuine signer asked for, with that signer's key.
         let parsed = csr::parse_der(der);
@@ -425,6 +452,17 @@ fn vault_request_decoding() {
         br#"{"policy":"path \"pki/*\" { capabilities = [\"read\"] }"}"#.to_vec(),
         Vec::new(),
     ];
+    let controls = vec![
+        ("POST", "", paths[0].clone(), bodies[0].clone()),
+        (
+            "POST",
+            "application/x-www-form-urlencoded",
+            paths[0].clone(),
+            bodies[1].clone(),
+        ),
+        ("LIST", "", paths[1].clone(), bodies[3].clone()),
+        ("GET", "", paths[3].clone(), bodies[3].clone()),
+    ];
     let strategy = (
         prop::sample::select(methods),
         prop::sample::select(content_types),
@@ -434,6 +472,7 @@ fn vault_request_decoding() {
     fuzz(
         "vault-request",
         strategy,
+        &controls,
         |(method, content_type, path, body)| {
             let Ok(path) = std::str::from_utf8(path) else {
                 return false;
@@ -483,9 +522,9 @@ fn acl_policies() {
     )
     .expect("regex")
     .prop_map(String::into_bytes);
-    let strategy = prop_oneof![3 => mutated(seeds), 1 => words];
+    let strategy = prop_oneof![3 => mutated(seeds.clone()), 1 => words];
     let data = serde_json::Map::new();
-    fuzz("acl-policy", strategy, |bytes| {
+    fuzz("acl-policy", strategy, &seeds, |bytes| {
         let text = String::from_utf8_lossy(bytes);
         if let Ok(policy) = Policy::parse(&text) {
             assert!(!policy.rules.is_empty(), "a parsed policy has rules");
@@ -530,8 +569,8 @@ fn spiffe_ids() {
         prop::string::string_regex(r"(spiffe|SPIFFE|spiffe:|http)://[a-zA-Z0-9._/%:@?#\-]{0,48}")
             .expect("regex")
             .prop_map(String::into_bytes);
-    let strategy = prop_oneof![mutated(seeds), shaped];
-    fuzz("spiffe-id", strategy, |bytes| {
+    let strategy = prop_oneof![mutated(seeds.clone()), shaped];
+    fuzz("spiffe-id", strategy, &seeds, |bytes| {
         let text = String::from_utf8_lossy(bytes);
         let parsed = SpiffeId::parse(&text);
         if let Ok(id) = &parsed {
@@ -584,7 +623,16 @@ fn names_and_durations() {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
-    fuzz("names", mutated(seeds), |bytes| {
+    let controls: Vec<Vec<u8>> = [
+        "*.apps.example.com.",
+        "web-1.default.svc.cluster.local",
+        "2160h0m0s",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz("names", mutated(seeds), &controls, |bytes| {
         let text = String::from_utf8_lossy(bytes);
         let dns = names::normalize_dns_name(&text);
         if let Some(name) = &dns {
@@ -635,7 +683,12 @@ fn role_globs_agree_with_a_reference_matcher() {
         prop::string::string_regex("[ab.*]{0,12}").expect("regex"),
         prop::string::string_regex("[ab.]{0,14}").expect("regex"),
     );
-    fuzz("glob", strategy, |(pattern, value)| {
+    let controls = [
+        ("a*b".to_owned(), "aab".to_owned()),
+        ("*".to_owned(), String::new()),
+        ("a.b".to_owned(), "a.b".to_owned()),
+    ];
+    fuzz("glob", strategy, &controls, |(pattern, value)| {
         let matched = ca_server::policy::identifiers::glob_matches(pattern, value);
         assert_eq!(
             matched,
@@ -685,7 +738,7 @@ fn observed_files() {
         assert!(!found.certificates.is_empty(), "a genuine seed is read");
         assert!(found.problems.is_empty(), "{:?}", found.problems);
     }
-    fuzz("observe-file", mutated(seeds), |bytes| {
+    fuzz("observe-file", mutated(seeds.clone()), &seeds, |bytes| {
         let mut found = ca_server::observe::Found::default();
         ca_server::observe::contents(&path, bytes, "input", &mut found, 0);
         // A file either yields certificates or says why not, in one line naming it.

@@ -238,3 +238,180 @@ impl NonceRedeemer {
         wait.await.map_err(|_| Error::WriterClosed)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{
+        Backend, CertificateRecord, ExpiryQuery, LedgerSummary, MetricsSnapshot, ObserveOutcome,
+        ObservedCertificate, Protocol, Requester, SnapshotQuery,
+    };
+
+    /// A ledger that fails a whole batch holding a serial it already has (as the real ones do:
+    /// one transaction, all or nothing), or every batch with a transient error when `down`.
+    #[derive(Default)]
+    struct Fake {
+        serials: StdMutex<Vec<Vec<u8>>>,
+        calls: StdMutex<Vec<usize>>,
+        down: bool,
+    }
+
+    #[async_trait]
+    impl Ledger for Fake {
+        fn backend(&self) -> Backend {
+            Backend::Postgres
+        }
+        async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error> {
+            self.calls.lock().expect("lock").push(batch.len());
+            if self.down {
+                return Err(Error::Database(sqlx::Error::PoolTimedOut));
+            }
+            let mut serials = self.serials.lock().expect("lock");
+            let mut seen = serials.clone();
+            for c in batch {
+                if seen.contains(&c.serial) {
+                    return Err(Error::AlreadyExists);
+                }
+                seen.push(c.serial.clone());
+            }
+            *serials = seen;
+            Ok(())
+        }
+        async fn record_observed(
+            &self,
+            _: &[ObservedCertificate],
+            _: i64,
+        ) -> Result<ObserveOutcome, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn summary(&self, _: i64) -> Result<LedgerSummary, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn metrics_snapshot(&self, _: &SnapshotQuery) -> Result<MetricsSnapshot, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn certificate_by_serial(
+            &self,
+            _: &[u8],
+        ) -> Result<Option<CertificateRecord>, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn expiring(&self, _: &ExpiryQuery) -> Result<Vec<CertificateRecord>, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn revoke(&self, _: &[u8], _: i64, _: i32) -> Result<bool, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn forget_expired_der(&self, _: i64) -> Result<u64, Error> {
+            unimplemented!("not used by the writer")
+        }
+        async fn ping(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn issuers(&self) -> Result<Vec<(String, String)>, Error> {
+            Ok(Vec::new())
+        }
+        async fn register_issuer(&self, _: &str, _: &str, _: i64) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn issued_issuer_ids(&self) -> Result<Vec<String>, Error> {
+            Ok(Vec::new())
+        }
+        async fn close(&self) {}
+    }
+
+    fn row(serial: u8) -> NewCertificate {
+        NewCertificate {
+            serial: vec![0x42, serial],
+            issuer_id: "i".into(),
+            profile: "tls-server".into(),
+            subject: String::new(),
+            common_name: None,
+            dns_names: vec![],
+            ip_addresses: vec![],
+            uris: vec![],
+            emails: vec![],
+            spiffe_id: None,
+            key_algorithm: "ECDSA-P256".into(),
+            not_before: 0,
+            not_after: 1,
+            requester: Requester::new(Protocol::Cli, "test"),
+            request_id: String::new(),
+            created_at: 0,
+            der: vec![0x30],
+            crl_shard: None,
+            workload_namespace: None,
+        }
+    }
+
+    /// Commits `serials` as one batch; returns each caller's answer.
+    async fn batch(ledger: &Fake, serials: &[u8]) -> Vec<Result<(), Error>> {
+        let mut rows: Vec<NewCertificate> = serials.iter().map(|s| row(*s)).collect();
+        let (mut waiters, mut answers) = (Vec::new(), Vec::new());
+        for _ in serials {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            answers.push(rx);
+        }
+        commit(ledger, &mut rows, &mut waiters).await;
+        assert!(rows.is_empty() && waiters.is_empty());
+        let mut out = Vec::new();
+        for a in answers {
+            out.push(a.await.expect("every caller is answered"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_fails_alone_and_the_rest_of_its_batch_is_recorded() {
+        let ledger = Fake::default();
+        assert!(batch(&ledger, &[1]).await.iter().all(Result::is_ok));
+        let answers = batch(&ledger, &[2, 1, 3]).await;
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(
+            matches!(answers[1], Err(Error::AlreadyExists)),
+            "{answers:?}"
+        );
+        assert_eq!(
+            *ledger.calls.lock().expect("lock"),
+            vec![1, 3, 1, 1, 1],
+            "the failed batch, then each row on its own"
+        );
+        let mut stored = ledger.serials.lock().expect("lock").clone();
+        stored.sort();
+        assert_eq!(stored, vec![vec![0x42, 1], vec![0x42, 2], vec![0x42, 3]]);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_database_fails_the_batch_at_once() {
+        let ledger = Fake {
+            down: true,
+            ..Fake::default()
+        };
+        let answers = batch(&ledger, &[1, 2, 3]).await;
+        assert!(
+            answers.iter().all(|a| matches!(
+                a,
+                Err(Error::BatchFailed {
+                    transient: true,
+                    ..
+                })
+            )),
+            "{answers:?}"
+        );
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_err_and(Error::is_transient))
+        );
+        assert_eq!(
+            *ledger.calls.lock().expect("lock"),
+            vec![3],
+            "no row-by-row retry, one timeout for everyone"
+        );
+    }
+}

@@ -84,7 +84,8 @@ async fn serials_are_unique(ledger: Arc<dyn Ledger>) {
     // A batch containing a duplicate writes nothing at all.
     let fresh = cert(8, 2_000_000_000, "default", "tls-server");
     let batch = vec![fresh.clone(), c];
-    assert!(ledger.insert_certificates(&batch).await.is_err());
+    let failed = ledger.insert_certificates(&batch).await;
+    assert!(matches!(failed, Err(Error::AlreadyExists)), "{failed:?}");
     assert!(
         ledger
             .certificate_by_serial(&fresh.serial)
@@ -173,46 +174,66 @@ async fn group_commit_records_everything(ledger: Arc<dyn Ledger>) {
     let writer = LedgerWriter::spawn(Arc::clone(&ledger));
     let mut tasks = Vec::new();
     for i in 0..300u32 {
-        let writer = writer.clone();
+        let (task_writer, ledger) = (writer.clone(), Arc::clone(&ledger));
         tasks.push(tokio::spawn(async move {
-            writer
-                .record(cert(
-                    10_000 + i,
-                    2_000_000_000 + i64::from(i),
-                    "load",
-                    "spiffe",
-                ))
-                .await
+            let c = cert(10_000 + i, 2_000_000_000 + i64::from(i), "load", "spiffe");
+            let serial = c.serial.clone();
+            let result = task_writer.record(c).await;
+            // Acknowledged means committed: readable now, from another connection, before
+            // anything is flushed at close.
+            if result.is_ok() {
+                assert!(
+                    ledger
+                        .certificate_by_serial(&serial)
+                        .await
+                        .expect("read")
+                        .is_some(),
+                    "serial {i} acknowledged before it was committed"
+                );
+            }
+            result
         }));
-    }
-    // One duplicate among the concurrent writes fails alone.
-    let dup = writer.record(cert(10_000, 2_000_000_000, "load", "spiffe"));
-    let mut ok = 0;
-    for t in tasks {
-        if t.await.expect("join").is_ok() {
-            ok += 1;
+        // One duplicate among the concurrent writes (it may share a batch with its original or
+        // with others): it fails alone, nobody else's write with it.
+        if i == 150 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                writer
+                    .record(cert(10_000, 2_000_000_000, "load", "spiffe"))
+                    .await
+            }));
         }
     }
-    let dup_result = dup.await;
+    let (mut ok, mut duplicates) = (0, 0);
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(()) => ok += 1,
+            Err(Error::AlreadyExists) => duplicates += 1,
+            Err(e) => panic!("a write failed for another reason: {e}"),
+        }
+    }
     assert_eq!(
-        ok + usize::from(dup_result.is_ok()),
-        300,
+        (ok, duplicates),
+        (300, 1),
         "exactly one of the two writes of serial 10000 fails"
     );
+    let load = ExpiryQuery {
+        namespace: Some("load".into()),
+        limit: 1000,
+        ..ExpiryQuery::default()
+    };
+    let all = ledger.expiring(&load).await.expect("read");
+    assert_eq!(
+        all.len(),
+        300,
+        "every acknowledged write is in the ledger before close"
+    );
     writer.close().await;
-    let all = ledger
-        .expiring(&ExpiryQuery {
-            namespace: Some("load".into()),
-            limit: 1000,
-            ..ExpiryQuery::default()
-        })
-        .await
-        .expect("read");
-    assert_eq!(all.len(), 300, "every acknowledged write is in the ledger");
     assert!(matches!(
         writer.record(cert(99_999, 1, "load", "spiffe")).await,
         Err(Error::WriterClosed)
     ));
+    assert_eq!(ledger.expiring(&load).await.expect("read").len(), 300);
 }
 
 async fn retention_drops_der_but_keeps_rows(ledger: Arc<dyn Ledger>) {

@@ -3,25 +3,26 @@
 # responder, finalize, download) against ca-server and against Pebble, same machine, same load.
 # Usage: conformance/bench/acme.sh   (env: WORKERS=32 DURATION=20; CA_SERVER_DATABASE_URL=postgres://…
 # runs ca-server on PostgreSQL instead of the embedded SQLite ledger)
-# Prints one JSON line per run; docs/benchmarks.md records them.
+# Prints one JSON line per run; docs/benchmarks.md records them. A run that fails (the load
+# generator exits non-zero: a refused request, a crash) prints {"failed": true, "exit": N}, one
+# that does not finish in DURATION + 60 s prints {"timeout": true}; either makes the script exit
+# 1 at the end, and a server that died stops it at once. ALLOW_PEBBLE_TIMEOUT=1 reports a Pebble
+# stall (Pebble stalls under load) without failing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+source conformance/bench/lib.sh
 WORKERS=${WORKERS:-32}
 DURATION=${DURATION:-20}
 work=$(mktemp -d -t acme-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 cargo build --release --quiet -p ca-server -p conformance --bins
-bin="$root/target/release"
 
 dns=$(port); mgmt=$(port); http01=$(port)
 pebble-challtestsrv -dns01 127.0.0.1:$dns -management 127.0.0.1:$mgmt -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" >/dev/null 2>&1 &
-pids+=($!); wait_port "$mgmt"
+pids+=($!); wait_port "$mgmt" "$!" pebble-challtestsrv
 
 mkdir -p "$work/csr"
 for i in $(seq 0 $((WORKERS - 1))); do
@@ -37,19 +38,26 @@ http01_port = $http01
 dns_resolvers = ["127.0.0.1:$dns"]
 TOML
 "$bin/ca-server" serve --config "$work/ca.toml" --data-dir "$work/data" --listen 127.0.0.1:$ca --http-listen 127.0.0.1:$ca_http --log-level warn &
-ca_pid=$!; pids+=($ca_pid); wait_port "$ca"
-curl -s "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
-# A peer that stalls (Pebble does under load) is reported, not waited for forever.
+ca_pid=$!; pids+=($ca_pid); wait_port "$ca" "$ca_pid" ca-server
+curl -sSf --max-time 20 "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
+# load SERVER_PID SERVER_NAME acme-load-args… (the last one the label): a bounded run, then the
+# server must still be running (a crash during the load is not a slow run).
 load() {
+  local pid=$1 name=$2
+  shift 2
   local label="${*: -1}"
-  timeout $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" --csr-dir "$work/csr" --seconds "$DURATION" "$@" \
-    || echo "{\"label\": \"$label\", \"stalled\": true, \"limit_seconds\": $((DURATION + 60))}"
+  run_bounded "$label" $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" \
+    --csr-dir "$work/csr" --seconds "$DURATION" "$@" || true
+  if ! alive "$pid"; then
+    echo "{\"label\": \"$name\", \"crashed\": true}"
+    exit 1
+  fi
 }
 db=${CA_SERVER_DATABASE_URL:+postgres}
 db=${db:-sqlite}
-load --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server ($db), 1 worker"
-load --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server ($db), $WORKERS workers"
-echo "{\"label\": \"ca-server peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$ca_pid/status)}"
+load "$ca_pid" ca-server --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server ($db), 1 worker"
+load "$ca_pid" ca-server --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server ($db), $WORKERS workers"
+peak_rss "$ca_pid" "ca-server peak RSS"
 
 # --- Pebble (in memory; PEBBLE_VA_NOSLEEP=1, nonce rejection and authz reuse off) -----------
 pb=$(port); pb_mgmt=$(port)
@@ -62,7 +70,10 @@ cat > "$work/pebble.json" <<JSON
   "ocspResponderURL": "", "externalAccountBindingRequired": false}}
 JSON
 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 pebble -config "$work/pebble.json" -dnsserver 127.0.0.1:$dns >/dev/null 2>&1 &
-pb_pid=$!; pids+=($pb_pid); wait_port "$pb"
-load --server "https://localhost:$pb/dir" --workers 1 --label "pebble, 1 worker"
-load --server "https://localhost:$pb/dir" --workers "$WORKERS" --label "pebble, $WORKERS workers"
-echo "{\"label\": \"pebble peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$pb_pid/status)}"
+pb_pid=$!; pids+=($pb_pid); wait_port "$pb" "$pb_pid" pebble
+export TOLERATE_TIMEOUT=${ALLOW_PEBBLE_TIMEOUT:-0}
+load "$pb_pid" pebble --server "https://localhost:$pb/dir" --workers 1 --label "pebble, 1 worker"
+load "$pb_pid" pebble --server "https://localhost:$pb/dir" --workers "$WORKERS" --label "pebble, $WORKERS workers"
+unset TOLERATE_TIMEOUT
+peak_rss "$pb_pid" "pebble peak RSS"
+finish

@@ -3,9 +3,12 @@
 # Vault-compatible sign endpoint (token auth, every certificate durably recorded) and against
 # `cfssl serve` (Debian golang-cfssl, which stores nothing), same machine, same load.
 # Usage: conformance/bench/sign.sh   (env: WORKERS=64 DURATION=20 CSRS=80000)
+# Prints one JSON line per run. A load that fails (sign-load exits non-zero on any answer but
+# 200) or does not finish in DURATION + 120 s is reported as such and fails the script; so does a
+# ledger holding fewer rows than the signings reported.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+source conformance/bench/lib.sh
 WORKERS=${WORKERS:-64}
 DURATION=${DURATION:-20}
 CSRS=${CSRS:-80000}
@@ -13,29 +16,39 @@ work=$(mktemp -d -t sign-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 command -v cfssl >/dev/null || { echo "cfssl missing: apt-get install golang-cfssl" >&2; exit 1; }
+command -v sqlite3 >/dev/null || { echo "sqlite3 missing: apt-get install sqlite3" >&2; exit 1; }
 
 cargo build --release --quiet -p ca-server -p conformance --bins
-bin="$root/target/release"
+limit=$((DURATION + 120))
 
 # --- ca-server -------------------------------------------------------------------------------
 ca=$(port); ca_http=$(port)
 "$bin/ca-server" serve --data-dir "$work/data" --listen 127.0.0.1:$ca --http-listen 127.0.0.1:$ca_http --log-level warn &
-ca_pid=$!; pids+=($ca_pid); wait_port "$ca"
-curl -s "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
+ca_pid=$!; pids+=($ca_pid); wait_port "$ca" "$ca_pid" ca-server
+curl -sSf --max-time 20 "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundle.pem"
 root_token=$(cat "$work/data/root-token")
-api() { curl -sf --cacert "$work/bundle.pem" -H "X-Vault-Token: $root_token" "$@"; }
+api() { curl -sSf --max-time 20 --cacert "$work/bundle.pem" -H "X-Vault-Token: $root_token" "$@"; }
 api -X POST -d '{"allowed_domains":"bench.svc.cluster.local","allow_subdomains":true,"key_type":"ec","ttl":"24h"}' \
   "https://localhost:$ca/v1/pki_int/roles/bench" >/dev/null
 api -X PUT -d '{"policy":"path \"pki_int/sign/bench\" { capabilities = [\"update\"] }"}' "https://localhost:$ca/v1/sys/policy/bench"
 token=$(api -X POST -d '{"policies":["bench"],"ttl":"1h"}' "https://localhost:$ca/v1/auth/token/create" | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])')
-"$bin/sign-load" --target vault --url "https://localhost:$ca" --root "$work/bundle.pem" --token "$token" \
-  --path pki_int/sign/bench --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS"
-echo "{\"label\": \"ca-server peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$ca_pid/status)}"
-count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates' 2>/dev/null || echo "?")
-echo "{\"label\": \"ca-server ledger rows\", \"rows\": \"$count\"}"
+if run_bounded "ca-server sign" "$limit" "$bin/sign-load" --target vault --url "https://localhost:$ca" \
+     --root "$work/bundle.pem" --token "$token" --path pki_int/sign/bench --workers "$WORKERS" \
+     --seconds "$DURATION" --csrs "$CSRS" > "$work/vault-load.json"; then
+  cat "$work/vault-load.json"
+  alive "$ca_pid" || { echo '{"label": "ca-server", "crashed": true}'; exit 1; }
+  peak_rss "$ca_pid" "ca-server peak RSS"
+  # Every signing answered 200 is in the ledger (plus the server's serving certificate and the
+  # cfssl TLS certificate signed below, later).
+  signings=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["signings"])' < "$work/vault-load.json")
+  count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates')
+  echo "{\"label\": \"ca-server ledger rows\", \"rows\": $count, \"signings\": $signings}"
+  [ "$count" -ge "$signings" ] || { echo "the ledger has $count rows for $signings signings" >&2; exit 1; }
+else
+  cat "$work/vault-load.json"
+  alive "$ca_pid" || { echo '{"label": "ca-server", "crashed": true}'; exit 1; }
+fi
 
 # --- cfssl serve (ECDSA P-256 CA, TLS with a certificate from ca-server) --------------------
 openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/cfssl-ca.key" \
@@ -51,7 +64,9 @@ JSON
 cf=$(port)
 cfssl serve -address 127.0.0.1 -port "$cf" -ca "$work/cfssl-ca.pem" -ca-key "$work/cfssl-ca-sec1.key" -config "$work/cfssl.json" \
   -tls-cert "$work/cfssl-tls.pem" -tls-key "$work/cfssl-tls-sec1.key" >/dev/null 2>&1 &
-cf_pid=$!; pids+=($cf_pid); wait_port "$cf"
-"$bin/sign-load" --target cfssl --url "https://localhost:$cf" --root "$work/bundle.pem" \
-  --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS"
-echo "{\"label\": \"cfssl peak RSS\", \"kib\": $(awk '/VmHWM/{print $2}' /proc/$cf_pid/status)}"
+cf_pid=$!; pids+=($cf_pid); wait_port "$cf" "$cf_pid" cfssl
+run_bounded "cfssl sign" "$limit" "$bin/sign-load" --target cfssl --url "https://localhost:$cf" --root "$work/bundle.pem" \
+  --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS" || true
+alive "$cf_pid" || { echo '{"label": "cfssl", "crashed": true}'; exit 1; }
+peak_rss "$cf_pid" "cfssl peak RSS"
+finish

@@ -182,6 +182,9 @@ impl Response {
     }
 }
 
+/// How long one request may take before [`Https::try_request_with`] gives up.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// HTTPS to one server, trusting one root, reusing a keep-alive connection.
 pub struct Https {
     addr: SocketAddr,
@@ -277,8 +280,29 @@ impl Https {
     }
 
     /// As [`Https::request_with`], reporting a connection failure instead of panicking (for
-    /// load against a server that may be killed).
+    /// load against a server that may be killed). A request unanswered after
+    /// [`REQUEST_TIMEOUT`] is an error too (a stalled server fails the test, not the suite).
     pub async fn try_request_with(
+        &self,
+        method: &str,
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.exchange(method, url, extra_headers, content_type, body),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{method} {url}: timed out after {REQUEST_TIMEOUT:?}"
+            ))
+        })
+    }
+
+    async fn exchange(
         &self,
         method: &str,
         url: &str,
@@ -474,6 +498,26 @@ impl AcmeClient {
             self.kid = r.header("location");
         }
         r
+    }
+
+    /// POST-as-GET `url` until its `status` is no longer `pending` or `processing` (validation
+    /// finished, whenever that is), at most `limit`; returns the object.
+    pub async fn poll_settled(&mut self, url: &str, limit: std::time::Duration) -> Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let r = self.post(url, None).await;
+            assert_eq!(r.status, 200, "POST-as-GET {url}: {}", r.text());
+            let v = r.json();
+            if !matches!(v["status"].as_str(), Some("pending" | "processing")) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url} still {} after {limit:?}",
+                v["status"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// `token.thumbprint`.

@@ -123,6 +123,31 @@ impl AcmeEnv {
         (field("kid:"), field("hmac_key:"))
     }
 
+    /// The extra arguments as `&str`s (for [`crate::ledger`]).
+    pub fn db_arg_refs(&self) -> Vec<&str> {
+        self.db_args.iter().map(String::as_str).collect()
+    }
+
+    /// The server's ledger, for plain `#[test]`s.
+    pub fn ledger(&self) -> crate::ledger::Ledger {
+        crate::ledger::Ledger::open(&self.server.data_dir, &self.db_arg_refs())
+    }
+
+    /// The server's ledger, for async tests.
+    pub async fn store(&self) -> std::sync::Arc<dyn ca_store::Store> {
+        crate::ledger::open(&self.server.data_dir, &self.db_arg_refs()).await
+    }
+
+    /// The CRL the server publishes now (signature checked).
+    pub fn crl(&self) -> crate::crl::Crl {
+        crate::crl::fetch(&self.server.http_url(), self.dir.path())
+    }
+
+    /// The value of a `/metrics` sample (see [`crate::server::CaServer::metric`]).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.server.metric(name, labels)
+    }
+
     /// An HTTPS transport to the server trusting the served bundle.
     pub fn https(&self) -> Https {
         let pem = std::fs::read_to_string(&self.bundle).unwrap_or_else(|e| panic!("{e}"));

@@ -1,7 +1,8 @@
-//! Test double for the one Kubernetes piece the Vault API needs: the API server's
-//! service-account token signer. No API server runs on these machines, so tests hold the signing
-//! key and mint projected service-account JWTs with the claims a kubelet-requested token carries;
-//! the server verifies them with its production code path against the public key it is given.
+//! Test doubles for the two Kubernetes pieces the Vault API needs: the API server's
+//! service-account token signer and its TokenReview endpoint. No API server runs on these
+//! machines, so tests hold the signing key and mint projected service-account JWTs with the claims
+//! a kubelet-requested token carries; the server verifies them with its production code path
+//! against the public key it is given, or asks [`TokenReviewServer`].
 
 use serde_json::json;
 
@@ -17,6 +18,9 @@ fn now() -> i64 {
         .unwrap_or_default()
 }
 
+/// The UID the tokens' service accounts carry.
+pub const UID: &str = "0b7a1c2d-1111-2222-3333-444455556666";
+
 /// A projected service-account token for `namespace/name` with `audience`, expiring in
 /// `exp_offset` seconds (negative: already expired), signed RS256 by `signer`.
 pub fn service_account_token(
@@ -26,26 +30,63 @@ pub fn service_account_token(
     audience: &str,
     exp_offset: i64,
 ) -> String {
-    let header = b64(json!({"alg": "RS256", "kid": "sa-key-1"})
-        .to_string()
-        .as_bytes());
     let t = now();
     let claims = json!({
         "aud": [audience], "exp": t + exp_offset, "iat": t - 5, "nbf": t - 5, "iss": ISSUER,
         "sub": format!("system:serviceaccount:{namespace}:{name}"),
         "jti": format!("{namespace}-{name}-{t}"),
-        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "0b7a1c2d-1111-2222-3333-444455556666"}},
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": UID}},
     });
+    signed_token(signer, &claims)
+}
+
+/// A token for `payments/api` with audience `ca-server`, valid for 10 minutes, with `patch`
+/// merged into its claims (a `null` value removes the claim): a forged `iss`, a `sub` that
+/// disagrees, the legacy flat claims.
+pub fn service_account_token_with(signer: &AccountKey, patch: serde_json::Value) -> String {
+    let t = now();
+    let mut claims = json!({
+        "aud": ["ca-server"], "exp": t + 600, "iat": t - 5, "nbf": t - 5, "iss": ISSUER,
+        "sub": "system:serviceaccount:payments:api",
+        "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api", "uid": UID}},
+    });
+    if let (Some(c), Some(p)) = (claims.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if v.is_null() {
+                c.remove(k);
+            } else {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    signed_token(signer, &claims)
+}
+
+fn signed_token(signer: &AccountKey, claims: &serde_json::Value) -> String {
+    let header = b64(json!({"alg": "RS256", "kid": "sa-key-1"})
+        .to_string()
+        .as_bytes());
     let payload = b64(claims.to_string().as_bytes());
     let sig = signer.sign(format!("{header}.{payload}").as_bytes());
     format!("{header}.{payload}.{}", b64(&sig))
 }
 
+/// The audiences the API server accepts when a review names none (`--api-audiences`, which
+/// defaults to the service-account issuer).
+pub const API_AUDIENCES: [&str; 1] = [ISSUER];
+
+/// A request the double received: its `Authorization` header and the TokenReview `spec`.
+pub type ReviewRequest = (Option<String>, serde_json::Value);
+
 /// Test double for the API server's TokenReview endpoint (`POST
 /// /apis/authentication.k8s.io/v1/tokenreviews` over HTTPS), for servers configured without local
-/// keys. It authenticates tokens the way the API server does for ones it signed — signature (RS256
-/// is deterministic, so re-signing the input must give the same bytes), expiry, audiences — and
-/// answers with the same `status` shape. Requests must carry `Bearer <reviewer token>`.
+/// keys. It answers what the API server answers for tokens its key signed: signature (RS256 is
+/// deterministic, so re-signing the input must give the same bytes), expiry, and audiences
+/// (the requested ones the token carries, or [`API_AUDIENCES`] when none are requested), in the
+/// same `status` shape. These verdicts are the API server's, not ca-server's: to exercise
+/// ca-server's own checks of the reply (the audience it asked for, the username's form) a test
+/// scripts the `status` with [`TokenReviewServer::answer_with`]. Requests must carry
+/// `Bearer <reviewer token>` (else 401, as the API server answers) and are recorded.
 pub struct TokenReviewServer {
     /// Where it listens (127.0.0.1).
     pub addr: std::net::SocketAddr,
@@ -53,12 +94,40 @@ pub struct TokenReviewServer {
     pub ca_pem: String,
     /// Reviews answered so far.
     pub reviews: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    /// Every authorized review request, in order.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<ReviewRequest>>>,
+    answer: std::sync::Arc<std::sync::Mutex<Option<serde_json::Value>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TokenReviewServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl TokenReviewServer {
+    /// From now on every review is answered with this `status`, whatever the token (`None`:
+    /// back to judging tokens).
+    pub fn answer_with(&self, status: Option<serde_json::Value>) {
+        if let Ok(mut a) = self.answer.lock() {
+            *a = status;
+        }
+    }
+
+    /// The last review request received.
+    pub fn last_request(&self) -> Option<ReviewRequest> {
+        self.requests.lock().ok().and_then(|r| r.last().cloned())
+    }
+
+    /// Stops listening: the listener is closed when this returns (new connections are refused).
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -88,14 +157,15 @@ fn review(signer: &AccountKey, spec: &serde_json::Value) -> serde_json::Value {
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
         .unwrap_or_default();
-    let audiences: Vec<&str> = if wanted.is_empty() {
-        token_auds.clone()
+    let wanted = if wanted.is_empty() {
+        API_AUDIENCES.to_vec()
     } else {
         wanted
-            .into_iter()
-            .filter(|a| token_auds.contains(a))
-            .collect()
     };
+    let audiences: Vec<&str> = wanted
+        .into_iter()
+        .filter(|a| token_auds.contains(a))
+        .collect();
     if audiences.is_empty() {
         return json!({"authenticated": false, "error": "token audiences are invalid"});
     }
@@ -143,21 +213,27 @@ impl TokenReviewServer {
             .unwrap_or_else(|e| panic!("bind: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let reviews = Arc::new(AtomicUsize::new(0));
-        let (signer, bearer, counter) = (
+        let requests: Arc<std::sync::Mutex<Vec<ReviewRequest>>> = Arc::default();
+        let answer: Arc<std::sync::Mutex<Option<serde_json::Value>>> = Arc::default();
+        let (signer, bearer, counter, log, script) = (
             Arc::new(signer),
             Arc::new(format!("Bearer {reviewer_token}")),
             Arc::clone(&reviews),
+            Arc::clone(&requests),
+            Arc::clone(&answer),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, signer, bearer, counter) = (
+                let (acceptor, signer, bearer, counter, log, script) = (
                     acceptor.clone(),
                     Arc::clone(&signer),
                     Arc::clone(&bearer),
                     Arc::clone(&counter),
+                    Arc::clone(&log),
+                    Arc::clone(&script),
                 );
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
@@ -165,17 +241,20 @@ impl TokenReviewServer {
                     };
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (signer, bearer, counter) = (
+                            let (signer, bearer, counter, log, script) = (
                                 Arc::clone(&signer),
                                 Arc::clone(&bearer),
                                 Arc::clone(&counter),
+                                Arc::clone(&log),
+                                Arc::clone(&script),
                             );
                             async move {
-                                let authorized = req
+                                let authorization = req
                                     .headers()
                                     .get(hyper::header::AUTHORIZATION)
                                     .and_then(|v| v.to_str().ok())
-                                    == Some(bearer.as_str());
+                                    .map(str::to_owned);
+                                let authorized = authorization.as_deref() == Some(bearer.as_str());
                                 let path_ok = req.method() == hyper::Method::POST
                                     && req.uri().path()
                                         == "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -193,7 +272,12 @@ impl TokenReviewServer {
                                     counter.fetch_add(1, Ordering::Relaxed);
                                     let request: serde_json::Value =
                                         serde_json::from_slice(&body).unwrap_or_default();
-                                    let status = review(&signer, &request["spec"]);
+                                    if let Ok(mut l) = log.lock() {
+                                        l.push((authorization, request["spec"].clone()));
+                                    }
+                                    let scripted = script.lock().ok().and_then(|a| a.clone());
+                                    let status = scripted
+                                        .unwrap_or_else(|| review(&signer, &request["spec"]));
                                     (
                                         201,
                                         json!({
@@ -224,7 +308,9 @@ impl TokenReviewServer {
             addr,
             ca_pem: cert.pem(),
             reviews,
-            task,
+            requests,
+            answer,
+            task: Some(task),
         }
     }
 }

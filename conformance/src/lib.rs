@@ -1,18 +1,24 @@
 //! Test harness for end-to-end tests: the real `ca-server` binary as a child process
 //! ([`server::CaServer`]), a real PostgreSQL ([`postgres::test_database`]), and the `openssl` CLI as
-//! an independent X.509 implementation ([`openssl`]). Everything listens on loopback only and is
-//! torn down on `Drop`.
+//! an independent X.509 implementation ([`openssl`]). Every external program runs with a time
+//! limit ([`process`]); waits poll with a deadline ([`wait`]); the ledger ([`ledger`]) and the
+//! published CRL ([`crl`]) are read back to prove what a response claims. Everything listens on
+//! loopback only and is torn down on `Drop`.
 #![warn(missing_docs)]
 
 pub mod acme;
+pub mod crl;
 pub mod env;
 pub mod kubeadm;
 pub mod kubernetes;
+pub mod ledger;
 pub mod openssl;
 pub mod postgres;
+pub mod process;
 pub mod server;
 pub mod tools;
 pub mod vault;
+pub mod wait;
 
 use std::path::PathBuf;
 

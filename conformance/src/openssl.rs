@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Runs a command, panicking with its output if it fails; returns stdout.
+use crate::process::{QUICK, output_within};
+
+/// Runs a command (bounded by [`QUICK`]), panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = output_within(cmd, QUICK);
     assert!(
         out.status.success(),
-        "{cmd:?} failed:\n{}{}",
+        "{} failed:\n{}{}",
+        crate::process::describe(cmd),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -64,15 +65,69 @@ pub fn verify(dir: &Path, roots: &str, untrusted: Option<&str>, leaf: &str) -> (
         cmd.args(["-untrusted", chain]);
     }
     cmd.arg(leaf);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("openssl verify: {e}"));
+    let out = output_within(&mut cmd, QUICK);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// A serial as the ledger stores it (the magnitude, no DER sign byte), from any hex spelling:
+/// `openssl -serial` output (`serial=00AB…`), Vault's `ab:cd:…`, plain hex.
+pub fn serial_bytes(hex: &str) -> Vec<u8> {
+    let hex = hex.trim().trim_start_matches("serial=");
+    let digits: String = hex.chars().filter(char::is_ascii_hexdigit).collect();
+    assert!(
+        !digits.is_empty() && digits.len().is_multiple_of(2),
+        "not a hex serial: {hex:?}"
+    );
+    let bytes: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    bytes[skip.min(bytes.len() - 1)..].to_vec()
+}
+
+/// Upper-case hex of a serial as the ledger stores it, as openssl prints CRL entries (without
+/// the sign byte; [`crate::crl`] strips it too).
+pub fn serial_hex(serial: &[u8]) -> String {
+    serial.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The serial of the first certificate in a PEM file (`dir`-relative or absolute), as the
+/// ledger stores it.
+pub fn serial_of(dir: &Path, pem_file: &str) -> Vec<u8> {
+    serial_bytes(&openssl(
+        dir,
+        &["x509", "-in", pem_file, "-noout", "-serial"],
+    ))
+}
+
+/// The DER of the first certificate in a PEM file, as openssl re-encodes it.
+pub fn der_of(dir: &Path, pem_file: &str) -> Vec<u8> {
+    let out = output_within(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["x509", "-in", pem_file, "-outform", "DER"]),
+        QUICK,
+    );
+    assert!(
+        out.status.success(),
+        "openssl x509 -outform DER {pem_file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The certificates of a PEM text, each as its own PEM block (with the trailing newline).
+pub fn pem_blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
+        .map(|b| b.trim_start().to_owned())
+        .collect()
 }
 
 /// `openssl x509 -noout -text` of a PEM file.
@@ -82,12 +137,11 @@ pub fn x509_text(dir: &Path, file: &str) -> String {
 
 /// HTTPS GET with curl trusting only `cacert`; returns (status code, body).
 pub fn curl_https(url: &str, cacert: &Path) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
         .arg(cacert)
-        .args(["-w", "\n%{http_code}", url])
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
+        .args(["-w", "\n%{http_code}", url]);
+    let out = output_within(&mut cmd, QUICK);
     assert!(
         out.status.success(),
         "curl {url} failed: {}",
@@ -98,10 +152,10 @@ pub fn curl_https(url: &str, cacert: &Path) -> (u16, String) {
 
 /// Plain HTTP GET with curl; returns (status code, body).
 pub fn curl_http(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let out = output_within(
+        Command::new("curl").args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", url]),
+        QUICK,
+    );
     assert!(
         out.status.success(),
         "curl {url} failed: {}",

@@ -31,6 +31,7 @@ pub fn test_database() -> TestDatabase {
     let name = format!("t_{}", random_suffix());
     run_ok(
         Command::new("psql")
+            .env("PGCONNECT_TIMEOUT", "10")
             .arg(&base)
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
             .arg(format!("CREATE DATABASE {name}")),
@@ -82,11 +83,8 @@ fn bin_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    let out = crate::process::output_within(Command::new("id").arg("-u"), crate::process::QUICK);
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// PostgreSQL refuses to run as root; run its tools as the `postgres` user then.
@@ -100,13 +98,13 @@ fn as_db_user(bin: &Path, tool: &str) -> Command {
     }
 }
 
+/// Runs a PostgreSQL tool, bounded (`pg_ctl -w -t 60` waits up to 60 s itself).
 fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = crate::process::output_within(cmd, std::time::Duration::from_secs(120));
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}{}",
+        "{} failed: {}{}",
+        crate::process::describe(cmd),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -173,10 +171,13 @@ impl EphemeralPostgres {
 
 impl Drop for EphemeralPostgres {
     fn drop(&mut self) {
-        let _ = as_db_user(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
+        let _ = crate::process::run_within(
+            as_db_user(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"]),
+            None,
+            std::time::Duration::from_secs(60),
+        );
     }
 }

@@ -27,13 +27,15 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// Runs `ca-server <args>` to completion (for `init`, `cert sign`, …).
+/// Runs `ca-server <args>` to completion (for `init`, `cert sign`, …), bounded by
+/// [`crate::process::CLI`].
 pub fn run(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .args(args)
-        .env("CA_SERVER_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("running ca-server {args:?}: {e}"))
+    crate::process::output_within(
+        Command::new(binary())
+            .args(args)
+            .env("CA_SERVER_LOG", "warn"),
+        crate::process::CLI,
+    )
 }
 
 /// A running server.
@@ -46,6 +48,9 @@ pub struct CaServer {
     /// Data directory.
     pub data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr into `log`; joined once the process has exited, so every line
+    /// it wrote is in `log` before a test reads it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl CaServer {
@@ -69,7 +74,7 @@ impl CaServer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["message"] == "listening"
@@ -112,6 +117,7 @@ impl CaServer {
             http: http.unwrap_or_else(|| unreachable!()),
             data_dir: data_dir.to_path_buf(),
             log,
+            reader: Some(reader),
         }
     }
 
@@ -125,15 +131,42 @@ impl CaServer {
         format!("http://{}", self.http)
     }
 
-    /// Log lines so far.
+    /// The sum of the `/metrics` samples of `name` carrying every label in `labels`; `None` if
+    /// no sample matches (a family nothing has touched yet is not exported at all).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (code, text) = crate::openssl::curl_http(&format!("{}/metrics", self.http_url()));
+        assert_eq!(code, 200, "GET /metrics");
+        metric_in(&text, name, labels)
+    }
+
+    /// Log lines so far (all of them once [`CaServer::terminate`] or [`CaServer::kill`]
+    /// returned).
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits (at most `limit`) for a log line matching `pred` and returns it.
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool, limit: Duration) -> String {
+        crate::wait::until(
+            "the expected log line",
+            limit,
+            Duration::from_millis(20),
+            || self.log().into_iter().find(|l| pred(l)),
+        )
     }
 
     /// SIGKILL, as a crash or an OOM kill would: no shutdown, no flush.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.join_reader();
+    }
+
+    /// The stderr pipe reaches EOF when the process exits: after that the reader thread ends.
+    fn join_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// The process id.
@@ -149,6 +182,7 @@ impl CaServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.join_reader();
                 return status;
             }
             if Instant::now() > deadline {
@@ -158,6 +192,26 @@ impl CaServer {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// See [`CaServer::metric`]; `text` is a `/metrics` exposition.
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            let (series, value) = rest.rsplit_once(' ')?;
+            labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 impl Drop for CaServer {

@@ -81,11 +81,21 @@ impl ChallTestSrv {
     }
 
     fn post(&self, path: &str, body: &serde_json::Value) {
-        let out = Command::new("curl")
-            .args(["-sS", "-f", "-X", "POST", "-d", &body.to_string()])
-            .arg(format!("http://{}{path}", self.management))
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"));
+        let out = crate::process::output_within(
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-f",
+                    "--max-time",
+                    "10",
+                    "-X",
+                    "POST",
+                    "-d",
+                    &body.to_string(),
+                ])
+                .arg(format!("http://{}{path}", self.management)),
+            crate::process::QUICK,
+        );
         assert!(
             out.status.success(),
             "challtestsrv {path}: {}",
@@ -113,12 +123,13 @@ impl ChallTestSrv {
                set -- present \"_acme-challenge.$CERTBOT_DOMAIN.\" \"$CERTBOT_VALIDATION\"\n\
              fi\n\
              case \"$1\" in\n\
-               present) curl -sf -X POST -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" http://{mgmt}/set-txt ;;\n\
-               cleanup) curl -sf -X POST -d \"{{\\\"host\\\":\\\"$2\\\"}}\" http://{mgmt}/clear-txt ;;\n\
+               present) curl -sf --max-time 10 -X POST -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" http://{mgmt}/set-txt ;;\n\
+               cleanup) curl -sf --max-time 10 -X POST -d \"{{\\\"host\\\":\\\"$2\\\"}}\" http://{mgmt}/clear-txt ;;\n\
              esac\n"
         );
         std::fs::write(&path, script).unwrap_or_else(|e| panic!("{e}"));
-        let _ = Command::new("chmod").arg("+x").arg(&path).status();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
         path
     }
 }

@@ -150,10 +150,8 @@ pub fn curl_post(
     if let Some((cert, key)) = client {
         cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
-    let out = cmd
-        .args(["-w", "\n%{http_code}", "-d", body, url])
-        .output()
-        .expect("curl");
+    cmd.args(["-w", "\n%{http_code}", "-d", body, url]);
+    let out = crate::process::output_within(&mut cmd, crate::process::QUICK);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (json_text, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (

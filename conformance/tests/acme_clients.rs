@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ca_store::{DatabaseUrl, ExpiryQuery};
 use conformance::env::AcmeEnv;
-use conformance::openssl::{openssl, verify};
+use conformance::openssl::{openssl, serial_hex, serial_of, verify};
+use conformance::process::{CLIENT, output_within};
 use conformance::tools::tool;
 
 fn text(out: &Output) -> String {
@@ -35,65 +35,11 @@ fn lego(env: &AcmeEnv, state: &Path, args: &[&str], extra_env: &[(&str, String)]
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap_or_else(|e| panic!("running lego: {e}"))
+    output_within(&mut cmd, CLIENT)
 }
 
-fn serial(dir: &Path, cert: &Path) -> String {
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-in",
-            cert.to_str().expect("utf-8"),
-            "-noout",
-            "-serial",
-        ],
-    )
-    .trim()
-    .trim_start_matches("serial=")
-    .to_owned()
-}
-
-fn unhex(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-struct Ledger {
-    rt: tokio::runtime::Runtime,
-    store: std::sync::Arc<dyn ca_store::Store>,
-}
-
-impl Ledger {
-    fn open(env: &AcmeEnv) -> Self {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let url = DatabaseUrl::sqlite_file(&env.server.data_dir.join("ledger.db"));
-        let store = rt.block_on(ca_store::open(&url)).expect("ledger");
-        Self { rt, store }
-    }
-
-    fn row(&self, serial_hex: &str) -> ca_store::CertificateRecord {
-        self.rt
-            .block_on(self.store.certificate_by_serial(&unhex(serial_hex)))
-            .expect("read")
-            .unwrap_or_else(|| panic!("serial {serial_hex} is not in the ledger"))
-    }
-
-    fn acme_rows(&self) -> Vec<ca_store::CertificateRecord> {
-        let all = self
-            .rt
-            .block_on(self.store.expiring(&ExpiryQuery {
-                limit: 1000,
-                include_revoked: true,
-                ..Default::default()
-            }))
-            .expect("read");
-        all.into_iter()
-            .filter(|r| r.certificate.requester.protocol == ca_store::Protocol::Acme)
-            .collect()
-    }
+fn serial(dir: &Path, cert: &Path) -> Vec<u8> {
+    serial_of(dir, cert.to_str().expect("utf-8"))
 }
 
 fn assert_verifies(env: &AcmeEnv, dir: &Path, leaf: &Path, chain: &Path) {
@@ -104,6 +50,31 @@ fn assert_verifies(env: &AcmeEnv, dir: &Path, leaf: &Path, chain: &Path) {
         leaf.to_str().expect("utf-8"),
     );
     assert!(ok, "{out}");
+}
+
+fn acme_rows(ledger: &conformance::ledger::Ledger) -> Vec<ca_store::CertificateRecord> {
+    ledger
+        .rows()
+        .into_iter()
+        .filter(|r| r.certificate.requester.protocol == ca_store::Protocol::Acme)
+        .collect()
+}
+
+fn eab_kid(row: &ca_store::CertificateRecord) -> Option<&str> {
+    row.certificate
+        .requester
+        .detail
+        .get("eab_kid")
+        .map(String::as_str)
+}
+
+/// Validations of `kind` that succeeded, per `/metrics` (0 when the family was never touched).
+fn valid_validations(env: &AcmeEnv, kind: &str) -> f64 {
+    env.metric(
+        "ca_acme_challenge_validations_total",
+        &[("type", kind), ("result", "valid")],
+    )
+    .unwrap_or(0.0)
 }
 
 #[test]
@@ -133,6 +104,10 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
         said.contains("externalAccountRequired")
             || said.contains("requires External Account Binding"),
         "{said}"
+    );
+    assert!(
+        acme_rows(&env.ledger()).is_empty(),
+        "nothing issued without EAB"
     );
 
     let (kid, hmac) = env.eab("lego", &[]);
@@ -204,6 +179,23 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
         dump.contains("DNS:*.dns.example.test") && dump.contains("DNS:dns.example.test"),
         "{dump}"
     );
+    assert_verifies(
+        &env,
+        dir,
+        &certs.join("dns.example.test.crt"),
+        &certs.join("dns.example.test.issuer.crt"),
+    );
+    let row = env
+        .ledger()
+        .row(&serial(dir, &certs.join("dns.example.test.crt")));
+    let mut names = row.certificate.dns_names.clone();
+    names.sort();
+    assert_eq!(names, ["*.dns.example.test", "dns.example.test"]);
+    assert_eq!(eab_kid(&row), Some("lego"));
+    assert!(
+        valid_validations(&env, "dns-01") >= 2.0,
+        "both names by dns-01"
+    );
 
     let tls = format!("127.0.0.1:{}", env.tls_alpn01_port);
     let out = lego(
@@ -224,6 +216,21 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
         &[],
     );
     assert!(out.status.success(), "tls-alpn-01: {}", text(&out));
+    assert_verifies(
+        &env,
+        dir,
+        &certs.join("alpn.example.test.crt"),
+        &certs.join("alpn.example.test.issuer.crt"),
+    );
+    let row = env
+        .ledger()
+        .row(&serial(dir, &certs.join("alpn.example.test.crt")));
+    assert_eq!(row.certificate.dns_names, ["alpn.example.test"]);
+    assert_eq!(eab_kid(&row), Some("lego"));
+    assert!(
+        valid_validations(&env, "tls-alpn-01") >= 1.0,
+        "validated through tls-alpn-01"
+    );
 
     let cert = certs.join("http.example.test.crt");
     let first = serial(dir, &cert);
@@ -250,7 +257,18 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
     assert!(out.status.success(), "renew: {}", text(&out));
     let renewed = serial(dir, &cert);
     assert_ne!(first, renewed, "renewal issued a new certificate");
+    assert_verifies(
+        &env,
+        dir,
+        &cert,
+        &certs.join("http.example.test.issuer.crt"),
+    );
+    assert_eq!(
+        env.ledger().row(&renewed).certificate.dns_names,
+        ["http.example.test"]
+    );
 
+    // lego revokes with its account key (kid-signed revokeCert).
     let out = lego(
         &env,
         &state,
@@ -258,20 +276,26 @@ fn lego_obtains_renews_and_revokes_over_all_three_challenges_with_eab() {
         &[],
     );
     assert!(out.status.success(), "revoke: {}", text(&out));
-    let ledger = Ledger::open(&env);
+    let ledger = env.ledger();
     let row = ledger.row(&renewed);
     assert!(row.revoked_at.is_some(), "revocation reached the ledger");
     assert!(ledger.row(&first).revoked_at.is_none());
-    let rows = ledger.acme_rows();
-    assert!(rows.len() >= 4);
-    assert!(rows.iter().all(|r| {
-        r.certificate
-            .requester
-            .detail
-            .get("eab_kid")
-            .map(String::as_str)
-            == Some("lego")
-    }));
+    // A revocation on this replica is in the next CRL served, and only it.
+    let crl = env.crl();
+    assert!(
+        crl.lists(&renewed),
+        "{} not in\n{}",
+        serial_hex(&renewed),
+        crl.text
+    );
+    assert!(
+        !crl.lists(&first),
+        "the replaced certificate was not revoked"
+    );
+    assert_eq!(crl.entries.len(), 1, "{}", crl.text);
+    let rows = acme_rows(&ledger);
+    assert_eq!(rows.len(), 4, "http, dns, alpn and the renewal, each once");
+    assert!(rows.iter().all(|r| eab_kid(r) == Some("lego")));
 }
 
 #[test]
@@ -300,11 +324,24 @@ fn lego_with_a_preauthorized_binding_needs_no_solver() {
         &[],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        !text(&out).contains("Trying to solve"),
-        "no challenge was solved: {}",
-        text(&out)
+    let certs = state.join("certificates");
+    assert_verifies(
+        &env,
+        dir,
+        &certs.join("app.pre.example.test.crt"),
+        &certs.join("app.pre.example.test.issuer.crt"),
     );
+    let ledger = env.ledger();
+    let row = ledger.row(&serial(dir, &certs.join("app.pre.example.test.crt")));
+    assert_eq!(row.certificate.dns_names, ["app.pre.example.test"]);
+    assert_eq!(eab_kid(&row), Some("pre"));
+    // No validation of any kind ran: the binding authorized the name.
+    assert_eq!(
+        env.metric("ca_acme_challenge_validations_total", &[]),
+        None,
+        "a validation was attempted"
+    );
+    let before = ledger.snapshot();
     let out = lego(
         &env,
         &state,
@@ -324,6 +361,8 @@ fn lego_with_a_preauthorized_binding_needs_no_solver() {
     );
     assert!(!out.status.success());
     assert!(text(&out).contains("rejectedIdentifier"), "{}", text(&out));
+    ledger.assert_unchanged(&before, "a name outside the binding");
+    assert!(ledger.rows_naming("app.elsewhere.example.test").is_empty());
 }
 
 fn certbot(env: &AcmeEnv, state: &Path, args: &[&str]) -> Output {
@@ -334,22 +373,23 @@ fn certbot(env: &AcmeEnv, state: &Path, args: &[&str]) -> Output {
 }
 
 fn certbot_inner(env: &AcmeEnv, state: &Path, args: &[&str]) -> Output {
-    Command::new(tool("certbot"))
-        .args([
-            "--non-interactive",
-            "--server",
-            &env.directory(),
-            "--config-dir",
-        ])
-        .arg(state.join("config"))
-        .arg("--work-dir")
-        .arg(state.join("work"))
-        .arg("--logs-dir")
-        .arg(state.join("logs"))
-        .args(args)
-        .env("REQUESTS_CA_BUNDLE", &env.bundle)
-        .output()
-        .unwrap_or_else(|e| panic!("running certbot: {e}"))
+    output_within(
+        Command::new(tool("certbot"))
+            .args([
+                "--non-interactive",
+                "--server",
+                &env.directory(),
+                "--config-dir",
+            ])
+            .arg(state.join("config"))
+            .arg("--work-dir")
+            .arg(state.join("work"))
+            .arg("--logs-dir")
+            .arg(state.join("logs"))
+            .args(args)
+            .env("REQUESTS_CA_BUNDLE", &env.bundle),
+        CLIENT,
+    )
 }
 
 fn live(state: &Path, name: &str, file: &str) -> PathBuf {
@@ -420,6 +460,18 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
         ],
     );
     assert!(out.status.success(), "dns-01: {}", text(&out));
+    assert_verifies(
+        &env,
+        dir,
+        &live(&state, "cb-dns.example.test", "cert.pem"),
+        &live(&state, "cb-dns.example.test", "chain.pem"),
+    );
+    let row = env.ledger().row(&serial(
+        dir,
+        &live(&state, "cb-dns.example.test", "cert.pem"),
+    ));
+    assert_eq!(row.certificate.dns_names, ["cb-dns.example.test"]);
+    assert!(valid_validations(&env, "dns-01") >= 1.0);
 
     let first = serial(dir, &live(&state, "cb-http.example.test", "cert.pem"));
     let mut args = vec![
@@ -434,6 +486,16 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
     assert!(out.status.success(), "renew: {}", text(&out));
     let renewed = serial(dir, &live(&state, "cb-http.example.test", "cert.pem"));
     assert_ne!(first, renewed);
+    assert_verifies(
+        &env,
+        dir,
+        &live(&state, "cb-http.example.test", "cert.pem"),
+        &live(&state, "cb-http.example.test", "chain.pem"),
+    );
+    assert_eq!(
+        env.ledger().row(&renewed).certificate.dns_names,
+        ["cb-http.example.test"]
+    );
 
     let out = certbot(
         &env,
@@ -448,17 +510,22 @@ fn certbot_obtains_renews_and_revokes_with_an_rsa_account_and_eab() {
         ],
     );
     assert!(out.status.success(), "revoke: {}", text(&out));
-    let ledger = Ledger::open(&env);
+    let ledger = env.ledger();
     let row = ledger.row(&renewed);
     assert_eq!(row.revocation_reason, Some(1), "keyCompromise recorded");
-    assert!(ledger.acme_rows().iter().all(|r| {
-        r.certificate
-            .requester
-            .detail
-            .get("eab_kid")
-            .map(String::as_str)
-            == Some("certbot")
-    }));
+    assert!(ledger.row(&first).revoked_at.is_none());
+    let crl = env.crl();
+    assert_eq!(
+        crl.reason_of(&renewed),
+        Some("Key Compromise"),
+        "{}",
+        crl.text
+    );
+    assert!(!crl.lists(&first), "{}", crl.text);
+    assert_eq!(crl.entries.len(), 1, "{}", crl.text);
+    let rows = acme_rows(&ledger);
+    assert_eq!(rows.len(), 3, "cb-http, cb-dns and the renewed cb-http");
+    assert!(rows.iter().all(|r| eab_kid(r) == Some("certbot")));
 }
 
 #[test]

@@ -4,30 +4,16 @@
 //! DNS server (pebble-challtestsrv).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::time::Duration;
 
-use ca_store::{DatabaseUrl, ExpiryQuery, Store};
 use conformance::acme::{AccountKey, AcmeClient, Http01Responder, Response, b64, jws};
 use conformance::env::AcmeEnv;
-use conformance::openssl::{openssl, pkcs8_key, verify};
+use conformance::ledger::{Snapshot, count as certificate_count, row as ledger_row};
+use conformance::openssl::{openssl, pem_blocks, pkcs8_key, serial_hex, serial_of, verify};
 use serde_json::{Value, json};
 
-async fn ledger(env: &AcmeEnv) -> Arc<dyn Store> {
-    let url = DatabaseUrl::sqlite_file(&env.server.data_dir.join("ledger.db"));
-    ca_store::open(&url).await.expect("open ledger")
-}
-
-async fn certificate_count(store: &Arc<dyn Store>) -> usize {
-    store
-        .expiring(&ExpiryQuery {
-            limit: 10_000,
-            include_revoked: true,
-            ..Default::default()
-        })
-        .await
-        .expect("ledger")
-        .len()
-}
+/// How long a validation may take here (the VA's own timeout is 8 s, see `AcmeEnv`).
+const SETTLE: Duration = Duration::from_secs(30);
 
 fn rsa_account_key(dir: &Path) -> AccountKey {
     AccountKey::rsa_from_pkcs8(&pkcs8_key(
@@ -103,7 +89,14 @@ async fn validated_order(
     assert_eq!(r.status, 201, "{}", r.text());
     let order_url = r.header("location").expect("order Location");
     let order = r.json();
-    for authz_url in order["authorizations"].as_array().expect("authorizations") {
+    let authzs = order["authorizations"].as_array().expect("authorizations");
+    assert_eq!(
+        authzs.len(),
+        names.len(),
+        "one authorization per name: {order}"
+    );
+    let mut validated = 0;
+    for authz_url in authzs {
         let authz_url = authz_url.as_str().expect("url");
         let authz = client.post(authz_url, None).await.json();
         let identifier = authz["identifier"]["value"]
@@ -124,17 +117,11 @@ async fn validated_order(
             .await;
         assert_eq!(r.status, 200, "challenge accepted with 200: {}", r.text());
         // cert-manager polls the authorization, not the challenge.
-        let mut status = String::new();
-        for _ in 0..50 {
-            let a = client.post(authz_url, None).await.json();
-            status = a["status"].as_str().unwrap_or_default().to_owned();
-            if status != "pending" {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert_eq!(status, "valid", "authorization for {identifier}");
+        let a = client.poll_settled(authz_url, SETTLE).await;
+        assert_eq!(a["status"], "valid", "authorization for {identifier}: {a}");
+        validated += 1;
     }
+    assert_eq!(validated, names.len());
     let order = client.post(&order_url, None).await.json();
     assert_eq!(order["status"], "ready");
     (order_url, order)
@@ -199,21 +186,23 @@ async fn cert_manager_flow_replayed() {
         Some("application/pem-certificate-chain")
     );
     let pem = r.text();
-    let blocks: Vec<&str> = pem
-        .split_inclusive("-----END CERTIFICATE-----\n")
-        .filter(|b| b.contains("BEGIN"))
-        .collect();
-    assert!(
-        (1..=5).contains(&blocks.len()),
-        "at most 5 certificates, got {}",
-        blocks.len()
+    let blocks = pem_blocks(&pem);
+    // The leaf and the issuing CA that signed it, nothing more (the root is the trust anchor).
+    assert_eq!(blocks.len(), 2, "{pem}");
+    let (code, served_chain) =
+        conformance::openssl::curl_http(&format!("{}/ca/chain.pem", env.server.http_url()));
+    assert_eq!(code, 200);
+    assert_eq!(
+        blocks[1],
+        pem_blocks(&served_chain)[0],
+        "the issuing CA the server serves"
     );
     assert!(
         pem.lines()
             .filter(|l| l.starts_with("-----BEGIN"))
             .all(|l| l == "-----BEGIN CERTIFICATE-----")
     );
-    std::fs::write(work.join("leaf.pem"), blocks[0]).expect("write");
+    std::fs::write(work.join("leaf.pem"), &blocks[0]).expect("write");
     std::fs::write(work.join("chain.pem"), &pem).expect("write");
 
     // The leaf's key is the CSR's key, and the chain verifies against the served bundle.
@@ -243,23 +232,19 @@ async fn cert_manager_flow_replayed() {
         dump.contains("DNS:web.default.svc.example.test") && dump.contains("DNS:api.example.test")
     );
 
-    // Recorded with its account and order.
-    let store = ledger(&env).await;
-    let all = store
-        .expiring(&ExpiryQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("ledger");
-    let row = all
-        .iter()
-        .find(|r| {
-            r.certificate
-                .dns_names
-                .contains(&"api.example.test".to_owned())
-        })
-        .expect("in the ledger");
+    // Recorded with its account and order: this certificate, under its serial.
+    let store = env.store().await;
+    let row = ledger_row(&store, &serial_of(work, "leaf.pem")).await;
+    assert_eq!(
+        row.certificate.der,
+        conformance::openssl::der_of(work, "leaf.pem")
+    );
+    let mut names_recorded = row.certificate.dns_names.clone();
+    names_recorded.sort();
+    assert_eq!(
+        names_recorded,
+        ["api.example.test", "web.default.svc.example.test"]
+    );
     assert_eq!(row.certificate.requester.identity, account_url);
     assert_eq!(
         row.certificate
@@ -270,22 +255,20 @@ async fn cert_manager_flow_replayed() {
         order_url.rsplit('/').next()
     );
 
-    // /metrics counted the issuance and its http-01 validation.
-    let (code, metrics) =
-        conformance::openssl::curl_http(&format!("{}/metrics", env.server.http_url()));
-    assert_eq!(code, 200);
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("ca_issuance_total{protocol=\"acme\"")
-                && l.contains("result=\"issued\"")
-                && !l.ends_with(" 0")),
-        "{metrics}"
+    // /metrics counted the issuance and both http-01 validations.
+    assert_eq!(
+        env.metric(
+            "ca_issuance_total",
+            &[("protocol", "acme"), ("result", "issued")]
+        ),
+        Some(1.0)
     );
-    assert!(
-        metrics.lines().any(|l| l
-            .starts_with("ca_acme_challenge_validations_total{type=\"http-01\",result=\"valid\"}")),
-        "{metrics}"
+    assert_eq!(
+        env.metric(
+            "ca_acme_challenge_validations_total",
+            &[("type", "http-01"), ("result", "valid")]
+        ),
+        Some(2.0)
     );
 
     // The orders list names the order.
@@ -306,8 +289,8 @@ async fn cert_manager_flow_replayed() {
 async fn hostile_requests_get_the_right_problem_and_issue_nothing() {
     let env = AcmeEnv::start("");
     let work = env.dir.path();
-    let store = ledger(&env).await;
-    let before = certificate_count(&store).await;
+    let store = env.store().await;
+    let before = Snapshot::take(&store).await;
     // The account key is also written as PEM so openssl can sign a CSR with it.
     let der = pkcs8_key(
         work,
@@ -478,11 +461,9 @@ async fn hostile_requests_get_the_right_problem_and_issue_nothing() {
     let doc = assert_problem(&r, 400, "unsupportedIdentifier");
     assert_eq!(doc["subproblems"][0]["identifier"]["value"], "a@b.c");
 
-    assert_eq!(
-        certificate_count(&store).await,
-        before,
-        "no hostile request issued anything"
-    );
+    before
+        .assert_unchanged(&store, "no hostile request issued anything")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,20 +490,20 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
         .find(|c| c["type"] == "http-01")
         .expect("http-01")
         .clone();
-    // Nothing listens on the http-01 port: the result is known before the POST returns.
-    let r = client
-        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json()["status"], "invalid", "{}", r.text());
+    // Nothing listens on the http-01 port. The POST answers at once or after challenge_wait,
+    // whichever comes first; the verdict is read by polling, as a client does.
+    let ch_url = ch["url"].as_str().expect("url").to_owned();
+    let r = client.post(&ch_url, Some(&json!({}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let settled = client.poll_settled(&ch_url, SETTLE).await;
+    assert_eq!(settled["status"], "invalid", "{settled}");
     assert_eq!(
-        r.json()["error"]["type"],
-        "urn:ietf:params:acme:error:connection"
+        settled["error"]["type"], "urn:ietf:params:acme:error:connection",
+        "{settled}"
     );
     assert_eq!(
-        client.post(&authz_url, None).await.json()["status"],
-        "invalid",
-        "never left pending"
+        client.poll_settled(&authz_url, SETTLE).await["status"],
+        "invalid"
     );
     assert_eq!(
         client.post(&order_url, None).await.json()["status"],
@@ -550,14 +531,13 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
         .clone();
     env.dns
         .set_txt("_acme-challenge.wrong-txt.example.test.", "not-the-digest");
-    let r = client
-        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
-        .await;
+    let ch_url = ch["url"].as_str().expect("url").to_owned();
+    assert_eq!(client.post(&ch_url, Some(&json!({}))).await.status, 200);
+    let settled = client.poll_settled(&ch_url, SETTLE).await;
+    assert_eq!(settled["status"], "invalid", "{settled}");
     assert_eq!(
-        r.json()["error"]["type"],
-        "urn:ietf:params:acme:error:incorrectResponse",
-        "{}",
-        r.text()
+        settled["error"]["type"], "urn:ietf:params:acme:error:incorrectResponse",
+        "{settled}"
     );
 
     // dns-01 with the right value succeeds.
@@ -585,10 +565,14 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
         "_acme-challenge.right-txt.example.test.",
         &b64(ring::digest::digest(&ring::digest::SHA256, ka.as_bytes()).as_ref()),
     );
-    let r = client
-        .post(ch["url"].as_str().expect("url"), Some(&json!({})))
-        .await;
-    assert_eq!(r.json()["status"], "valid", "{}", r.text());
+    let ch_url = ch["url"].as_str().expect("url").to_owned();
+    assert_eq!(client.post(&ch_url, Some(&json!({}))).await.status, 200);
+    let settled = client.poll_settled(&ch_url, SETTLE).await;
+    assert_eq!(settled["status"], "valid", "{settled}");
+    assert_eq!(
+        client.poll_settled(&authz_url, SETTLE).await["status"],
+        "valid"
+    );
     assert_eq!(
         client.post(&right_order_url, None).await.json()["status"],
         "ready",
@@ -615,31 +599,27 @@ async fn a_failed_validation_invalidates_the_authorization_and_order() {
     assert_eq!(r.json()["status"], "deactivated", "{}", r.text());
     let order = client.post(&order_url, None).await.json();
     assert_eq!(order["status"], "invalid", "{order}");
+    let store = env.store().await;
+    let before = Snapshot::take(&store).await;
+    let csr = ec_csr(env.dir.path(), "given-up", "given-up.example.test");
     let r = client
-        .post(&finalize_url, Some(&json!({"csr": "AA"})))
+        .post(&finalize_url, Some(&json!({"csr": b64(&csr)})))
         .await;
     assert_problem(&r, 403, "orderNotReady");
+    before
+        .assert_unchanged(&store, "finalize of an invalid order")
+        .await;
 
     // /metrics counts each validation by type and result (the ACME problem on failure).
-    let (code, metrics) =
-        conformance::openssl::curl_http(&format!("{}/metrics", env.server.http_url()));
-    assert_eq!(code, 200);
-    let count = |labels: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("ca_acme_challenge_validations_total{") && l.contains(labels))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    let validations = |kind: &str, result: &str| {
+        env.metric(
+            "ca_acme_challenge_validations_total",
+            &[("type", kind), ("result", result)],
+        )
     };
-    assert!(
-        count("type=\"dns-01\",result=\"valid\"") >= 1.0,
-        "{metrics}"
-    );
-    assert!(
-        count("type=\"dns-01\",result=\"incorrectResponse\"") >= 1.0,
-        "{metrics}"
-    );
+    assert_eq!(validations("http-01", "connection"), Some(1.0));
+    assert_eq!(validations("dns-01", "valid"), Some(1.0));
+    assert_eq!(validations("dns-01", "incorrectResponse"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +723,33 @@ async fn renewal_info_replaces_and_key_rollover() {
         .expect("seconds");
     assert!((60..=6 * 3600).contains(&retry), "Retry-After {retry}");
     let window = &r.json()["suggestedWindow"];
-    assert!(window["start"].as_str() < window["end"].as_str());
+    let at = |k: &str| {
+        time::OffsetDateTime::parse(
+            window[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("{k}: {window}")),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{k}: {e}"))
+    };
+    let not_after = openssl(
+        work,
+        &[
+            "x509", "-in", "ari.pem", "-noout", "-enddate", "-dateopt", "iso_8601",
+        ],
+    );
+    let not_after = time::PrimitiveDateTime::parse(
+        not_after.trim().trim_start_matches("notAfter="),
+        &time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z"),
+    )
+    .unwrap_or_else(|e| panic!("{not_after}: {e}"))
+    .assume_utc();
+    assert!(at("start") < at("end"), "{window}");
+    assert!(
+        at("start") > time::OffsetDateTime::now_utc(),
+        "a fresh certificate is not due yet: {window}"
+    );
+    assert!(at("end") <= not_after, "{window} past {not_after}");
 
     // Replacing it: echoed in the order; a second replacement is alreadyReplaced.
     let replaces =
@@ -751,10 +757,17 @@ async fn renewal_info_replaces_and_key_rollover() {
     let r = client.post(&client.url("newOrder"), Some(&replaces)).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["replaces"], json!(cert_id));
+    let orders_url = format!("{account_url}/orders");
+    let orders = client.post(&orders_url, None).await.json()["orders"].clone();
     assert_problem(
         &client.post(&client.url("newOrder"), Some(&replaces)).await,
         409,
         "alreadyReplaced",
+    );
+    assert_eq!(
+        client.post(&orders_url, None).await.json()["orders"],
+        orders,
+        "the refused order was not made"
     );
 
     // Key rollover: the new key signs for the account, the old one no longer does.
@@ -902,6 +915,8 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
             "o.der",
         ],
     );
+    let store = env.store().await;
+    let before = Snapshot::take(&store).await;
     assert_problem(
         &client
             .post(
@@ -922,6 +937,14 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
         400,
         "invalidProfile",
     );
+    before
+        .assert_unchanged(&store, "a SPIFFE ID outside the binding")
+        .await;
+    assert!(
+        conformance::ledger::rows_naming(&store, "spiffe://cluster.local/ns/billing/sa/api")
+            .await
+            .is_empty()
+    );
 
     // The EAB key cannot be used for a second account.
     let mut other = env.client(AccountKey::generate_p256()).await;
@@ -939,6 +962,14 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
         403,
         "unauthorized",
     );
+    other.kid = None;
+    assert_problem(
+        &other
+            .new_account(&json!({"onlyReturnExisting": true}))
+            .await,
+        400,
+        "accountDoesNotExist",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -949,13 +980,18 @@ async fn two_replicas_on_one_postgres_share_nonces_and_accounts() {
     let a = AcmeEnv::start_with("", &["--database-url", &db.url]);
     // The second replica mounts the same CA material, as replicas mount one Secret.
     let b_dir = tempfile::tempdir().expect("tempdir");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(a.server.data_dir.join("ca"))
-        .arg(b_dir.path().join("ca"))
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let out = conformance::process::output_within(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(a.server.data_dir.join("ca"))
+            .arg(b_dir.path().join("ca")),
+        conformance::process::QUICK,
+    );
+    assert!(
+        out.status.success(),
+        "cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let b = conformance::server::CaServer::start(b_dir.path(), &["--database-url", &db.url]);
     let pem = std::fs::read_to_string(&a.bundle).expect("bundle");
     let https_b =
@@ -999,18 +1035,26 @@ async fn two_replicas_on_one_postgres_share_nonces_and_accounts() {
     drop(b);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_by_the_certificates_own_key() {
-    let env = AcmeEnv::start("");
-    let work = env.dir.path();
-    let responder = Http01Responder::start(env.http01_port).await;
-    let mut client = env.client(AccountKey::generate_p256()).await;
-    assert_eq!(client.new_account(&json!({})).await.status, 201);
-    let (_, order) = validated_order(&mut client, &responder, &["lost.example.test"]).await;
-    // The certificate key, kept as PKCS#8 so it can sign a JWS.
-    let key_der = pkcs8_key(
+/// A certificate issued through ACME: its DER, its serial, and its key as PKCS#8 (to sign a JWS).
+struct Issued {
+    der: Vec<u8>,
+    serial: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// Orders `name` with `client`, validates it over http-01 and finalizes with a fresh P-256 key
+/// kept in `<file>.key.pem`.
+async fn issue(
+    client: &mut AcmeClient,
+    responder: &Http01Responder,
+    work: &Path,
+    file: &str,
+    name: &str,
+) -> Issued {
+    let (_, order) = validated_order(client, responder, &[name]).await;
+    let key = pkcs8_key(
         work,
-        "leafkey",
+        &format!("{file}.key"),
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
     openssl(
@@ -1019,98 +1063,173 @@ async fn revocation_by_the_certificates_own_key() {
             "req",
             "-new",
             "-key",
-            "leafkey.pem",
+            &format!("{file}.key.pem"),
             "-subj",
-            "/CN=lost.example.test",
+            &format!("/CN={name}"),
             "-addext",
-            "subjectAltName=DNS:lost.example.test",
+            &format!("subjectAltName=DNS:{name}"),
             "-outform",
             "DER",
             "-out",
-            "lost.der",
+            &format!("{file}.csr.der"),
         ],
     );
+    let csr = std::fs::read(work.join(format!("{file}.csr.der"))).expect("csr");
     let r = client
         .post(
             order["finalize"].as_str().expect("finalize"),
-            Some(&json!({"csr": b64(&std::fs::read(work.join("lost.der")).expect("csr"))})),
+            Some(&json!({"csr": b64(&csr)})),
         )
         .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let pem = client
         .post(r.json()["certificate"].as_str().expect("cert"), None)
         .await
         .text();
-    std::fs::write(
-        work.join("lost.pem"),
-        pem.split_inclusive("-----END CERTIFICATE-----\n")
-            .next()
-            .expect("leaf"),
-    )
-    .expect("write");
-    openssl(
-        work,
-        &[
-            "x509",
-            "-in",
-            "lost.pem",
-            "-outform",
-            "DER",
-            "-out",
-            "lost.cert.der",
-        ],
-    );
-    let cert_der = std::fs::read(work.join("lost.cert.der")).expect("der");
+    let leaf = format!("{file}.pem");
+    std::fs::write(work.join(&leaf), &pem_blocks(&pem)[0]).expect("write");
+    Issued {
+        der: conformance::openssl::der_of(work, &leaf),
+        serial: serial_of(work, &leaf),
+        key,
+    }
+}
+
+/// RFC 8555 §7.6 with the certificate's key (no account): the revocation reaches the ledger and
+/// the very next CRL this replica serves (the CRL cache is invalidated, not waited out), with its
+/// reason, and nothing else does; refused revocations change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_the_certificates_own_key() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let responder = Http01Responder::start(env.http01_port).await;
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let lost = issue(&mut client, &responder, work, "lost", "lost.example.test").await;
+    let kept = issue(&mut client, &responder, work, "kept", "kept.example.test").await;
+    let store = env.store().await;
+    // The CRL as served just before (this also fills the server's 5 s CRL cache).
+    assert!(env.crl().entries.is_empty());
 
     // Someone holding only the certificate's key (no account) revokes it: keyCompromise.
-    let mut holder = env.client(AccountKey::p256_from_pkcs8(&key_der)).await;
+    let mut holder = env.client(AccountKey::p256_from_pkcs8(&lost.key)).await;
     let url = holder.url("revokeCert");
     let r = holder
         .post(
             &url,
-            Some(&json!({"certificate": b64(&cert_der), "reason": 1})),
+            Some(&json!({"certificate": b64(&lost.der), "reason": 1})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let store = ledger(&env).await;
-    let serial_hex = openssl(work, &["x509", "-in", "lost.pem", "-noout", "-serial"]);
-    let hex = serial_hex.trim().trim_start_matches("serial=");
-    let serial: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect();
-    let row = store
-        .certificate_by_serial(&serial)
-        .await
-        .expect("read")
-        .expect("row");
+    let row = ledger_row(&store, &lost.serial).await;
     assert_eq!(row.revocation_reason, Some(1));
-    // Again: alreadyRevoked. A stranger's key: unauthorized.
+    let crl = env.crl();
+    assert_eq!(
+        crl.reason_of(&lost.serial),
+        Some("Key Compromise"),
+        "{} not in the next CRL:\n{}",
+        serial_hex(&lost.serial),
+        crl.text
+    );
+    assert!(!crl.lists(&kept.serial), "{}", crl.text);
+    assert_eq!(crl.entries.len(), 1, "{}", crl.text);
+
+    // Again: alreadyRevoked. A stranger's key: unauthorized. An unaccepted reason code. None of
+    // them changes the row (first revocation time and reason kept) or the CRL.
+    let before = Snapshot::take(&store).await;
     assert_problem(
         &holder
-            .post(&url, Some(&json!({"certificate": b64(&cert_der)})))
+            .post(&url, Some(&json!({"certificate": b64(&lost.der)})))
             .await,
         400,
         "alreadyRevoked",
     );
     let mut stranger = env.client(AccountKey::generate_p256()).await;
-    assert_problem(
-        &stranger
-            .post(&url, Some(&json!({"certificate": b64(&cert_der)})))
-            .await,
-        403,
-        "unauthorized",
-    );
-    // An unaccepted reason code.
+    for der in [&lost.der, &kept.der] {
+        assert_problem(
+            &stranger
+                .post(&url, Some(&json!({"certificate": b64(der)})))
+                .await,
+            403,
+            "unauthorized",
+        );
+    }
     assert_problem(
         &client
             .post(
                 &url,
-                Some(&json!({"certificate": b64(&cert_der), "reason": 7})),
+                Some(&json!({"certificate": b64(&kept.der), "reason": 7})),
             )
             .await,
         400,
         "badRevocationReason",
     );
+    before.assert_unchanged(&store, "refused revocations").await;
+    assert_eq!(
+        ledger_row(&store, &lost.serial).await.revoked_at,
+        row.revoked_at
+    );
+    assert_eq!(env.crl().entries, crl.entries);
+}
+
+/// RFC 8555 §7.6 with the account that ordered the certificate (kid-signed revokeCert, what
+/// lego and certbot send): ledger and next CRL, with the reason given; another account is
+/// refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_the_ordering_account() {
+    let env = AcmeEnv::start("");
+    let work = env.dir.path();
+    let responder = Http01Responder::start(env.http01_port).await;
+    let mut client = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(client.new_account(&json!({})).await.status, 201);
+    let old = issue(&mut client, &responder, work, "old", "old.example.test").await;
+    let other = issue(&mut client, &responder, work, "other", "other.example.test").await;
+    let store = env.store().await;
+    assert!(env.crl().entries.is_empty());
+
+    // Another registered account may not revoke it.
+    let mut stranger = env.client(AccountKey::generate_p256()).await;
+    assert_eq!(stranger.new_account(&json!({})).await.status, 201);
+    let before = Snapshot::take(&store).await;
+    let url = client.url("revokeCert");
+    assert_problem(
+        &stranger
+            .post(
+                &url,
+                Some(&json!({"certificate": b64(&old.der), "reason": 4})),
+            )
+            .await,
+        403,
+        "unauthorized",
+    );
+    before
+        .assert_unchanged(&store, "revocation by another account")
+        .await;
+    assert!(env.crl().entries.is_empty());
+
+    // The ordering account: superseded (4).
+    let r = client
+        .post(
+            &url,
+            Some(&json!({"certificate": b64(&old.der), "reason": 4})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ledger_row(&store, &old.serial).await.revocation_reason,
+        Some(4)
+    );
+    assert!(ledger_row(&store, &other.serial).await.revoked_at.is_none());
+    let crl = env.crl();
+    assert_eq!(
+        crl.reason_of(&old.serial),
+        Some("Superseded"),
+        "{} not in the next CRL:\n{}",
+        serial_hex(&old.serial),
+        crl.text
+    );
+    assert!(!crl.lists(&other.serial));
+    assert_eq!(crl.entries.len(), 1, "{}", crl.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1127,6 +1246,8 @@ async fn alternate_chains_for_a_cross_signed_issuing_ca() {
     // CA does not load (here: `cert sign`, which loads the CA as `serve` does).
     let bad = ca_dir.join("alternate-chain-0-bad.pem");
     std::fs::write(&bad, &alt_root).expect("write");
+    let store = env.store().await;
+    let before = Snapshot::take(&store).await;
     conformance::openssl::p256_csr(&work, "probe", "/CN=probe.example.test", None);
     let out = conformance::server::run(&[
         "cert",
@@ -1145,6 +1266,9 @@ async fn alternate_chains_for_a_cross_signed_issuing_ca() {
         "{stderr}"
     );
     assert!(!work.join("probe.crt").exists(), "nothing signed");
+    before
+        .assert_unchanged(&store, "cert sign with a bad alternate chain")
+        .await;
     std::fs::remove_file(&bad).expect("remove");
 
     // The good chain: cross-signed issuing certificate, then the alternate root.
@@ -1295,7 +1419,7 @@ fn ec_csr(dir: &Path, file: &str, name: &str) -> Vec<u8> {
 async fn finalize_is_for_ready_orders_only() {
     let env = AcmeEnv::start("");
     let work = env.dir.path();
-    let store = ledger(&env).await;
+    let store = env.store().await;
     let mut client = env.client(AccountKey::generate_p256()).await;
     assert_eq!(client.new_account(&json!({})).await.status, 201);
     let responder = Http01Responder::start(env.http01_port).await;

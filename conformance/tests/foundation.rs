@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use ca_store::{DatabaseUrl, Protocol};
-use conformance::openssl::{curl_http, curl_https, openssl, p256_csr, verify, x509_text};
+use conformance::openssl::{
+    curl_http, curl_https, der_of, openssl, p256_csr, pem_blocks, serial_of, verify, x509_text,
+};
 use conformance::server::{CaServer, run};
 
 fn fetch_bundle(server: &CaServer, dir: &Path) -> std::path::PathBuf {
@@ -17,16 +19,9 @@ fn fetch_bundle(server: &CaServer, dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn serial_of(dir: &Path, pem_file: &str) -> Vec<u8> {
-    let out = openssl(dir, &["x509", "-in", pem_file, "-noout", "-serial"]);
-    let hex = out.trim().trim_start_matches("serial=");
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex serial"))
-        .collect()
-}
-
-/// Signs a CSR through the CLI for `profile` and returns the PEM chain file name.
+/// Signs a CSR through the CLI for `profile` and returns the PEM chain file name. The file holds
+/// the leaf, the issuing CA (`ca/issuing.crt`) and `parents` more certificates up to the root
+/// (0 when the issuing CA is itself the root, as an adopted kubeadm CA is).
 fn cli_sign(
     data_dir: &Path,
     work: &Path,
@@ -34,6 +29,7 @@ fn cli_sign(
     profile: &str,
     extra: &[&str],
     db: Option<&str>,
+    parents: usize,
 ) -> String {
     let out_file = format!("{name}-chain.pem");
     let csr = work.join(format!("{name}.csr"));
@@ -62,17 +58,43 @@ fn cli_sign(
     );
     // Split the chain: leaf first, then issuing CA and root.
     let chain = std::fs::read_to_string(&out).expect("chain");
-    let blocks: Vec<&str> = chain
-        .split_inclusive("-----END CERTIFICATE-----\n")
-        .collect();
-    assert!(blocks.len() >= 2, "leaf plus chain");
-    std::fs::write(work.join(format!("{name}.pem")), blocks[0]).expect("leaf");
+    let blocks = pem_blocks(&chain);
+    assert_eq!(
+        blocks.len(),
+        2 + parents,
+        "leaf, issuing CA and {parents} parents: {chain}"
+    );
+    let issuing = std::fs::read_to_string(data_dir.join("ca/issuing.crt")).expect("issuing.crt");
+    assert_eq!(
+        blocks[1],
+        pem_blocks(&issuing)[0],
+        "the issuing CA follows the leaf"
+    );
+    std::fs::write(work.join(format!("{name}.pem")), &blocks[0]).expect("leaf");
     std::fs::write(
         work.join(format!("{name}-untrusted.pem")),
         blocks[1..].concat(),
     )
     .expect("chain");
     out_file
+}
+
+/// Every file under `dir` (relative paths), none if it does not exist.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(
+                walk(&path)
+                    .into_iter()
+                    .map(|f| format!("{}/{f}", entry.file_name().to_string_lossy())),
+            );
+        } else {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
 }
 
 #[test]
@@ -186,7 +208,7 @@ fn certificates_of_every_profile_verify_against_the_served_bundle() {
         .block_on(ca_store::open(&ledger_url))
         .expect("open ledger");
     for (name, profile, extra, expect) in cases {
-        cli_sign(&data, work, name, profile, extra, None);
+        cli_sign(&data, work, name, profile, extra, None, 1);
         let (ok, text) = verify(
             work,
             bundle,
@@ -208,7 +230,11 @@ fn certificates_of_every_profile_verify_against_the_served_bundle() {
             .unwrap_or_else(|| panic!("{profile}: certificate missing from the ledger"));
         assert_eq!(row.certificate.profile, profile);
         assert_eq!(row.certificate.requester.protocol, Protocol::Cli);
-        assert!(!row.certificate.der.is_empty());
+        assert_eq!(
+            row.certificate.der,
+            der_of(work, &format!("{name}.pem")),
+            "{profile}: the ledger holds this certificate"
+        );
     }
 }
 
@@ -229,7 +255,7 @@ fn postgres_ledger_records_issuance() {
         "/",
         Some("URI:spiffe://cluster.local/ns/default/sa/web"),
     );
-    cli_sign(&data, work, "svid", "spiffe", &[], Some(&db.url));
+    cli_sign(&data, work, "svid", "spiffe", &[], Some(&db.url), 1);
     let (ok, text) = verify(
         work,
         bundle.to_str().expect("utf-8"),
@@ -337,6 +363,7 @@ fn adopts_a_kubeadm_style_rsa_ca() {
         "tls-client",
         &["--organization", "kubeadm:cluster-admins"],
         None,
+        0,
     );
     let (ok, text) = verify(work, "ca.crt", None, "admin.pem");
     assert!(ok, "{text}");
@@ -455,7 +482,17 @@ fn adopts_an_intermediate_signed_by_an_offline_root() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    assert!(!data.join("ca/issuing.key").exists());
+    // No CA material, token or seal key. The ledger file is opened (and migrated) before the
+    // key is checked; it may stay behind, but empty: no certificate, no issuer.
+    let left: Vec<String> = walk(&data);
+    assert!(
+        left.iter().all(|f| f.starts_with("ledger.db")),
+        "a refused init leaves no CA material, token or seal key: {left:?}"
+    );
+    if data.join("ledger.db").exists() {
+        let ledger = conformance::ledger::Ledger::open(&data, &[]);
+        assert!(ledger.rows().is_empty() && ledger.issuers().is_empty());
+    }
 
     let init = run(&[
         "init",
@@ -495,7 +532,7 @@ fn adopts_an_intermediate_signed_by_an_offline_root() {
         "/CN=app.example.internal",
         Some("DNS:app.example.internal"),
     );
-    cli_sign(&data, work, "leaf", "tls-server", &[], None);
+    cli_sign(&data, work, "leaf", "tls-server", &[], None, 1);
     let (ok, text) = verify(work, "root.crt", Some("leaf-untrusted.pem"), "leaf.pem");
     assert!(ok, "{text}");
 }

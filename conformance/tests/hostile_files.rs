@@ -23,36 +23,25 @@ fn mode(path: &Path) -> u32 {
 /// `ca-server serve` expected to refuse to start: returns its stderr. A server that starts
 /// instead is killed after 30 s and the test fails.
 fn serve_fails(data: &Path, extra: &[&str]) -> String {
-    use std::io::Read;
-    let mut child = std::process::Command::new(binary())
-        .arg("serve")
+    use conformance::process::{Bounded, run_within};
+    let mut cmd = std::process::Command::new(binary());
+    cmd.arg("serve")
         .arg("--data-dir")
         .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .args(extra)
-        .env("CA_SERVER_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run ca-server");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+        .env("CA_SERVER_LOG", "warn");
+    match run_within(&mut cmd, None, std::time::Duration::from_secs(30)) {
+        Bounded::TimedOut(_) => panic!("serve started on {} instead of refusing", data.display()),
+        Bounded::Exited(out) => {
+            assert!(
+                !out.status.success(),
+                "serve exited 0 on {}",
+                data.display()
+            );
+            String::from_utf8_lossy(&out.stderr).into_owned()
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve started on {} instead of refusing", data.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut err);
     }
-    assert!(!status.success(), "serve exited 0 on {}", data.display());
-    err
 }
 
 fn digest_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -150,6 +139,13 @@ async fn secrets_are_private_and_sealed() {
     let mut db = std::fs::read(data.join("ledger.db")).expect("db");
     db.extend(std::fs::read(data.join("ledger.db-wal")).unwrap_or_default());
     let contains = |needle: &[u8]| db.windows(needle.len()).any(|w| w == needle);
+    // The rows holding the secrets are in the bytes searched (else the searches below prove
+    // nothing).
+    assert!(contains(b"team-a"), "the EAB key's row is in the copy");
+    assert!(
+        contains(b"https://127.0.0.1:6443"),
+        "the kubernetes config row is in the copy"
+    );
     assert!(!contains(&mac), "the EAB MAC key is sealed");
     assert!(
         !contains(b"reviewer-secret-7f3a9c"),
@@ -190,9 +186,16 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     let mut expected = before.clone();
     expected.retain(|(n, _)| n != "issuing.key");
     assert_eq!(digest_dir(&data.join("ca")), expected, "nothing replaced");
-    // CLI commands do not create one either.
+    // CLI commands do not create one either, nor a root token.
+    let token = std::fs::read(data.join("root-token")).expect("root-token");
     let out = run(&["--data-dir", data.to_str().expect("utf-8"), "token", "root"]);
     assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert_eq!(digest_dir(&data.join("ca")), expected, "nothing replaced");
+    assert_eq!(
+        std::fs::read(data.join("root-token")).expect("root-token"),
+        token
+    );
     std::fs::write(data.join("ca/issuing.key"), key).expect("restore");
     std::fs::set_permissions(
         data.join("ca/issuing.key"),
@@ -205,6 +208,9 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     std::fs::remove_file(data.join("ca/issuing.crt")).expect("rm");
     let err = serve_fails(&data, &[]);
     assert!(err.contains("issuing.crt"), "{err}");
+    let mut expected = before.clone();
+    expected.retain(|(n, _)| n != "issuing.crt");
+    assert_eq!(digest_dir(&data.join("ca")), expected, "nothing replaced");
     std::fs::write(data.join("ca/issuing.crt"), cert).expect("restore");
 
     // chain.pem lost: the issuing CA would silently become everyone's trust anchor. Refused.
@@ -214,6 +220,13 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     assert!(
         err.contains("chain.pem") && err.contains("not a root"),
         "{err}"
+    );
+    let mut expected = before.clone();
+    expected.retain(|(n, _)| n != "chain.pem");
+    assert_eq!(
+        digest_dir(&data.join("ca")),
+        expected,
+        "chain.pem not recreated"
     );
     std::fs::write(data.join("ca/chain.pem"), chain).expect("restore");
 
@@ -236,10 +249,12 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     // root.key moved offline, as the docs advise: the server runs without it.
     std::fs::remove_file(data.join("ca/root.key")).expect("rm");
     drop(CaServer::start(&data, &[]));
+    let mut expected = before.clone();
+    expected.retain(|(n, _)| n != "root.key");
     assert_eq!(
-        digest_dir(&data.join("ca")).len(),
-        before.len() - 1,
-        "no root.key recreated"
+        digest_dir(&data.join("ca")),
+        expected,
+        "no root.key recreated, nothing else changed"
     );
 
     // `cert sign` where there is no CA creates none.
@@ -261,6 +276,7 @@ async fn ca_material_is_never_created_over_a_missing_key() {
     assert!(!out.status.success(), "cert sign without a CA");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no CA in"));
     assert!(!empty.join("ca").exists(), "no CA created");
+    assert!(!empty.join("ledger.db").exists(), "no ledger created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,18 +288,29 @@ async fn a_database_belongs_to_one_ca() {
 
     // An empty data directory against A's database: refuses instead of making a second root.
     let empty = tmp.path().join("empty");
+    let store = conformance::ledger::open(&a, &[]).await;
+    let before = conformance::ledger::Snapshot::take(&store).await;
     let err = serve_fails(&empty, &["--database-url", &db]);
     assert!(err.contains("already belongs to one"), "{err}");
-    assert!(!empty.join("ca/issuing.crt").exists(), "no CA created");
+    assert!(!empty.join("ca").exists(), "no CA created");
+    before
+        .assert_unchanged(&store, "an empty data directory against A's database")
+        .await;
 
-    // Another CA's files against A's database: refuses, naming the issuer it belongs to.
+    // Another CA's files against A's database: refuses, naming the issuer it belongs to, and
+    // writes nothing into it (not even its serving certificate).
     let b = tmp.path().join("b");
     drop(CaServer::start(&b, &[]));
+    let b_ca = digest_dir(&b.join("ca"));
     let err = serve_fails(&b, &["--database-url", &db]);
     assert!(
         err.contains("this database belongs to the issuing CA") && err.contains("Issuing CA"),
         "{err}"
     );
+    before
+        .assert_unchanged(&store, "another CA's files against A's database")
+        .await;
+    assert_eq!(digest_dir(&b.join("ca")), b_ca, "B's files untouched");
     // A's own files still start against it.
     drop(CaServer::start(&a, &["--database-url", &db]));
 }

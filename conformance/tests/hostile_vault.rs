@@ -162,15 +162,11 @@ async fn policies_mean_what_they_say() {
     );
 
     // A broad allow with a narrow deny, and the denied paths in every spelling.
-    vault
-        .policy(
-            "broad",
-            "path \"pki_int/*\" {\n  capabilities = [\"create\", \"update\", \"read\"]\n}\n\
+    const BROAD: &str = "path \"pki_int/*\" {\n  capabilities = [\"create\", \"update\", \"read\"]\n}\n\
              path \"pki_int/sign/admin\" {\n  capabilities = [\"deny\"]\n}\n\
              path \"sys/policy/*\" {\n  capabilities = [\"create\", \"update\", \"read\"]\n}\n\
-             path \"sys/policy/broad\" {\n  capabilities = [\"deny\"]\n}\n",
-        )
-        .await;
+             path \"sys/policy/broad\" {\n  capabilities = [\"deny\"]\n}\n";
+    vault.policy("broad", BROAD).await;
     let t = vault.token_with(&["broad"]).await;
     let admin_csr = csr(
         tmp.path(),
@@ -225,14 +221,25 @@ async fn policies_mean_what_they_say() {
     }
     let stored = vault
         .call("GET", "sys/policy/broad", Some(&vault.token), None)
-        .await
-        .json();
-    assert!(
-        !stored["data"]["policy"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("sudo")
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert_eq!(
+        stored.json()["data"]["policy"],
+        BROAD,
+        "the denied writes left the policy exactly as it was"
     );
+    // The deny is narrow: the same token writes a neighbouring policy.
+    let r = vault
+        .raw(
+            "PUT",
+            "/v1/sys/policy/neighbour",
+            Some(&t),
+            json!({"policy": "path \"pki_int/roles/+\" { capabilities = [\"read\"] }"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text());
     assert_eq!(
         ledger_total(&server.data_dir, &[]),
         before,
@@ -402,7 +409,11 @@ async fn tokens_form_a_tree() {
         .json()["data"]["ttl"]
         .as_i64()
         .expect("ttl");
-    assert!(ttl <= 3600, "a child never outlives its parent: {ttl}");
+    // Capped to the parent's remaining hour, not 0 (which would mean "never expires").
+    assert!(
+        (3500..=3600).contains(&ttl),
+        "a child never outlives its parent: {ttl}"
+    );
     let grandchild = vault
         .call("POST", "auth/token/create", Some(&child), Some(json!({})))
         .await
@@ -677,15 +688,11 @@ async fn the_ledger_api_and_plain_http() {
         "read only"
     );
 
-    // Plain HTTP: public material, nothing else — not even with a token.
-    for path in [
-        "/v1/sys/health",
-        "/v1/pki_int/issue/web",
-        "/v1/ledger/summary",
-        "/v1/auth/token/lookup-self",
-        "/acme/directory",
-    ] {
-        let out = std::process::Command::new("curl")
+    // Plain HTTP: public material, nothing else — not even with a token, and a POST that would
+    // issue over HTTPS issues nothing here.
+    let before = ledger_total(&server.data_dir, &[]);
+    let out = conformance::process::output_within(
+        std::process::Command::new("curl")
             .args([
                 "-s",
                 "-o",
@@ -696,9 +703,59 @@ async fn the_ledger_api_and_plain_http() {
                 "10",
             ])
             .args(["-H", &format!("X-Vault-Token: {}", vault.token)])
-            .arg(format!("{}{path}", server.http_url()))
-            .output()
-            .expect("curl");
+            .args([
+                "-X",
+                "POST",
+                "-d",
+                r#"{"common_name":"x.svc.cluster.local"}"#,
+            ])
+            .arg(format!("{}/v1/pki_int/issue/web", server.http_url())),
+        conformance::process::QUICK,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "404",
+        "POST over plain HTTP"
+    );
+    assert_eq!(
+        ledger_total(&server.data_dir, &[]),
+        before,
+        "nothing issued over plain HTTP"
+    );
+    let r = vault
+        .root_call(
+            "pki_int/issue/web",
+            json!({"common_name": "x.svc.cluster.local"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        200,
+        "the same request over HTTPS issues: {}",
+        r.text()
+    );
+    for path in [
+        "/v1/sys/health",
+        "/v1/pki_int/issue/web",
+        "/v1/ledger/summary",
+        "/v1/auth/token/lookup-self",
+        "/acme/directory",
+    ] {
+        let out = conformance::process::output_within(
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "10",
+                ])
+                .args(["-H", &format!("X-Vault-Token: {}", vault.token)])
+                .arg(format!("{}{path}", server.http_url())),
+            conformance::process::QUICK,
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "404",
@@ -751,7 +808,11 @@ async fn found_by_attacking_it() {
         .root_call("auth/token/create", json!({"ttl": "100000h"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json()["auth"]["lease_duration"].as_i64().expect("ttl") <= 768 * 3600);
+    let lease = r.json()["auth"]["lease_duration"].as_i64().expect("ttl");
+    assert!(
+        (768 * 3600 - 5..=768 * 3600).contains(&lease),
+        "capped at 768h, and not 0 (no expiry): {lease}"
+    );
 
     // sys/health cannot be made to answer 101 (an HTTP/1.1 desync) or 204 with a body.
     let r = vault
@@ -778,7 +839,11 @@ async fn found_by_attacking_it() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let expiration = r.json()["data"]["expiration"].as_i64().expect("expiration");
-    assert!(expiration <= time::OffsetDateTime::now_utc().unix_timestamp() + 3600 + 5);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        (now + 3600 - 60..=now + 3600 + 5).contains(&expiration),
+        "held to max_ttl (1h): {expiration} at {now}"
+    );
     assert!(r.json()["warnings"].to_string().contains("max_ttl"));
     let r = vault
         .root_call(
@@ -1003,6 +1068,17 @@ async fn found_by_attacking_it() {
         )
         .await;
     assert_eq!(login("clients"), 403, "revoked here: refused");
+    let crl = conformance::crl::wait_listed(
+        &server.http_url(),
+        dir,
+        &conformance::openssl::serial_bytes(&serials[0]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        !crl.lists(&conformance::openssl::serial_bytes(&serials[1])),
+        "{}",
+        crl.text
+    );
 }
 
 /// Runs futures concurrently (no extra dependency for one use).

@@ -28,6 +28,11 @@ fn ledger(data: &Path, args: &[&str]) -> String {
     ok(run(&all))
 }
 
+/// Rows in the ledger (`ledger stats`).
+fn ledger_total(data: &Path) -> u64 {
+    conformance::vault::ledger_total(data, &[])
+}
+
 fn report(data: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend_from_slice(&["-o", "json"]);
@@ -82,21 +87,22 @@ fn cli_sign(data: &Path, dir: &Path, name: &str, args: &[&str]) -> String {
 /// pkilint's RFC 5280 CRL linter on a DER CRL: no findings at NOTICE or above.
 fn assert_lint_clean(crl: &Path) {
     let lint = std::env::var("CA_TEST_LINT_CRL").unwrap_or_else(|_| "lint_crl".into());
-    let out = std::process::Command::new(&lint)
-        .args([
-            "lint",
-            "-t",
-            "CRL",
-            "-p",
-            "PKIX",
-            "-s",
-            "NOTICE",
-            "--document-format",
-            "DER",
-        ])
-        .arg(crl)
-        .output()
-        .unwrap_or_else(|e| panic!("{lint} (pkilint; conformance/run.sh installs it): {e}"));
+    let out = conformance::process::output_within(
+        std::process::Command::new(&lint)
+            .args([
+                "lint",
+                "-t",
+                "CRL",
+                "-p",
+                "PKIX",
+                "-s",
+                "NOTICE",
+                "--document-format",
+                "DER",
+            ])
+            .arg(crl),
+        conformance::process::QUICK,
+    );
     let findings = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && findings.trim().is_empty(),
@@ -196,7 +202,11 @@ fn kubeadm_node_observed_reported_and_renewed() {
         .filter(|c| c["name"] == "apiserver")
         .collect();
     assert_eq!(found.len(), 1, "only the renewed apiserver certificate");
-    assert!(found[0]["residualTime"].as_i64().unwrap_or_default() <= 200 * 86_400);
+    let residual = found[0]["residualTime"].as_i64().expect("residualTime");
+    assert!(
+        (199 * 86_400..=200 * 86_400).contains(&residual),
+        "the renewed certificate's 200 days: {residual}"
+    );
     assert_eq!(
         names(&within).len(),
         1,
@@ -284,6 +294,11 @@ fn kubeadm_node_observed_reported_and_renewed() {
         "ab:cd",
     ]);
     assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("ab:cd"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }
 
 /// The Vault-style HTTP client for `/v1/…` with a token.
@@ -394,6 +409,7 @@ async fn ledger_api_metrics_revocation_and_crl() {
         )
         .await;
     assert_eq!(signed.status, 200, "{}", signed.text());
+    let before = ledger_total(&data);
     let refused = api
         .call(
             "POST",
@@ -403,6 +419,7 @@ async fn ledger_api_metrics_revocation_and_crl() {
         )
         .await;
     assert_eq!(refused.status, 400);
+    assert_eq!(ledger_total(&data), before, "a refused CSR writes nothing");
 
     // A TLS endpoint we did not issue: observed like a blackbox probe.
     openssl(
@@ -450,29 +467,47 @@ async fn ledger_api_metrics_revocation_and_crl() {
         .expect("openssl s_server");
     conformance::tools::wait_for_port(([127, 0, 0, 1], port).into());
     let endpoint = format!("tls:127.0.0.1:{port}");
-    let out = ledger(&data, &["observe", &endpoint]);
+    let mut observe = std::process::Command::new(conformance::server::binary());
+    observe
+        .args([
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "ledger",
+            "observe",
+            &endpoint,
+        ])
+        .env("CA_SERVER_LOG", "warn");
+    let observed =
+        conformance::process::output_within(&mut observe, std::time::Duration::from_secs(60));
     let _ = s_server.kill();
     let _ = s_server.wait();
+    let out = ok(observed);
     assert!(out.contains("1 new"), "{out}");
 
     // The HTTP API: a token needs a policy that grants it.
     let denied = api.call("GET", "ledger/certificates", None, None).await;
     assert_eq!(denied.status, 403, "{}", denied.text());
     assert!(denied.json()["errors"].is_array());
-    api.call(
-        "PUT",
-        "sys/policy/ledger-reader",
-        Some(&root),
-        Some(json!({"policy": "path \"ledger/*\" {\n  capabilities = [\"read\"]\n}\n"})),
-    )
-    .await;
-    api.call(
-        "PUT",
-        "sys/policy/pki-only",
-        Some(&root),
-        Some(json!({"policy": "path \"pki_int/*\" {\n  capabilities = [\"read\"]\n}\n"})),
-    )
-    .await;
+    for (name, policy) in [
+        (
+            "ledger-reader",
+            "path \"ledger/*\" {\n  capabilities = [\"read\"]\n}\n",
+        ),
+        (
+            "pki-only",
+            "path \"pki_int/*\" {\n  capabilities = [\"read\"]\n}\n",
+        ),
+    ] {
+        let r = api
+            .call(
+                "PUT",
+                &format!("sys/policy/{name}"),
+                Some(&root),
+                Some(json!({ "policy": policy })),
+            )
+            .await;
+        assert!(r.status < 300, "{name}: {} {}", r.status, r.text());
+    }
     let token_for = |policy: &'static str| {
         let api = &api;
         let root = root.clone();
@@ -500,6 +535,15 @@ async fn ledger_api_metrics_revocation_and_crl() {
     assert_eq!(
         r.status, 403,
         "a token without the ledger policy is refused"
+    );
+    let r = api
+        .call("GET", "pki_int/roles/none", Some(&other), None)
+        .await;
+    assert_ne!(
+        r.status,
+        403,
+        "the control: the same token is valid where its policy grants: {}",
+        r.text()
     );
     let r = api
         .call(
@@ -661,23 +705,11 @@ async fn ledger_api_metrics_revocation_and_crl() {
     assert_eq!(inf, 1.0);
     // Without an OpenMetrics Accept header the exposition is text 0.0.4, which promtool accepts;
     // the issuer id is named by ca_issuer_info.
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    {
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write");
-    }
-    let checked = check.wait_with_output().expect("promtool");
+    let checked = conformance::process::output_with_input(
+        std::process::Command::new("promtool").args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        conformance::process::QUICK,
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&checked.stdout),
@@ -712,12 +744,20 @@ async fn ledger_api_metrics_revocation_and_crl() {
         !text.contains("# EOF"),
         "text 0.0.4 unless OpenMetrics is asked for"
     );
-    let om = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "20", "-H"])
-        .arg("Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
-        .arg(format!("{}/metrics", server.http_url()))
-        .output()
-        .expect("curl");
+    let om = conformance::process::output_within(
+        std::process::Command::new("curl")
+            .args(["-sS", "-f", "--max-time", "20", "-H"])
+            .arg(
+                "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            )
+            .arg(format!("{}/metrics", server.http_url())),
+        conformance::process::QUICK,
+    );
+    assert!(
+        om.status.success(),
+        "{}",
+        String::from_utf8_lossy(&om.stderr)
+    );
     let om = String::from_utf8_lossy(&om.stdout);
     assert!(
         om.trim_end().ends_with("# EOF"),
@@ -735,36 +775,39 @@ async fn ledger_api_metrics_revocation_and_crl() {
         "--reason",
         "4",
     ]));
+    let shown = |serial: &str| -> Value {
+        serde_json::from_str(&ledger(&data, &["show", serial])).expect("show")
+    };
+    let first_revocation = shown(&renewed);
+    assert!(
+        first_revocation["revocation"]["revokedAt"].is_string(),
+        "{first_revocation}"
+    );
     let again = run(&[
         "--data-dir",
         data.to_str().expect("utf-8"),
         "cert",
         "revoke",
         &renewed,
+        "--reason",
+        "1",
     ]);
     assert!(!again.status.success(), "revoking twice fails");
-    let serial_hex = renewed.replace(':', "").to_ascii_uppercase();
-    let mut listed = false;
-    for _ in 0..40 {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        let crl = std::process::Command::new("curl")
-            .args(["-sf", "-o"])
-            .arg(dir.join("crl.der"))
-            .arg(format!("{}/crl", server.http_url()))
-            .status()
-            .expect("curl");
-        assert!(crl.success());
-        let text = openssl(
-            dir,
-            &["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
-        );
-        if text.contains(&serial_hex) {
-            assert!(text.contains("Superseded"), "{text}");
-            listed = true;
-            break;
-        }
-    }
-    assert!(listed, "the CRL lists the revoked serial");
+    assert_eq!(
+        shown(&renewed),
+        first_revocation,
+        "the refused second revocation changed nothing (time, reason)"
+    );
+    let serial = conformance::openssl::serial_bytes(&renewed);
+    let crl = conformance::crl::wait_listed(
+        &server.http_url(),
+        dir,
+        &serial,
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(crl.reason_of(&serial), Some("Superseded"), "{}", crl.text);
+    assert_eq!(crl.entries.len(), 1, "{}", crl.text);
+    std::fs::copy(dir.join("fetched.crl"), dir.join("crl.der")).expect("copy");
     let r = api
         .call(
             "GET",
@@ -853,13 +896,18 @@ fn sharded_crls_list_each_revocation_in_its_shard() {
 
     // Every shard lists exactly its own revocations (the refresher or the 5 s cache catches up).
     let fetch = |path: &str, file: &str| {
-        let status = std::process::Command::new("curl")
-            .args(["-sf", "-o"])
-            .arg(dir.join(file))
-            .arg(format!("{}{path}", server.http_url()))
-            .status()
-            .expect("curl");
-        assert!(status.success(), "GET {path}");
+        let out = conformance::process::output_within(
+            std::process::Command::new("curl")
+                .args(["-sS", "-f", "--max-time", "10", "-o"])
+                .arg(dir.join(file))
+                .arg(format!("{}{path}", server.http_url())),
+            conformance::process::QUICK,
+        );
+        assert!(
+            out.status.success(),
+            "GET {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
@@ -1014,6 +1062,16 @@ fn observe_tells_certificates_from_everything_else() {
     let (code, stdout, stderr) = observe(&[&dir]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("observed 2 certificates"), "{stdout}");
+    let stats = || -> Value {
+        serde_json::from_str(&ledger(&data, &["stats", "-o", "json"])).expect("stats")
+    };
+    let after_first = stats();
+    // One certificate, found in two files: one row.
+    assert_eq!(
+        (&after_first["observed"], &after_first["total"]),
+        (&json!(1), &json!(1)),
+        "{after_first}"
+    );
 
     // Bad files, each named once; loops and `up -> ..` not followed.
     let truncated: String = good.lines().take(5).collect::<Vec<_>>().join("\n");
@@ -1056,11 +1114,19 @@ fn observe_tells_certificates_from_everything_else() {
         );
     }
 
-    // Nothing usable, or a target missing: 1.
+    let counts = |v: &Value| (v["observed"].clone(), v["total"].clone());
+    assert_eq!(
+        counts(&stats()),
+        counts(&after_first),
+        "a partial run re-observed the same certificate, added nothing"
+    );
+
+    // Nothing usable, or a target missing: 1, and nothing recorded.
     let (code, _, stderr) = observe(&[&dir.join("sub")]);
     assert_eq!(code, Some(1), "{stderr}");
     let (code, _, stderr) = observe(&[&dir.join("good.crt"), &tmp.path().join("missing")]);
     assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(counts(&stats()), counts(&after_first));
 
     // stats as CSV is CSV.
     let csv = ledger(&data, &["stats", "-o", "csv"]);
@@ -1069,7 +1135,9 @@ fn observe_tells_certificates_from_everything_else() {
         lines.next(),
         Some("origin,issuer,profile,namespace,active,earliest_not_after")
     );
-    assert!(lines.all(|l| l.split(',').count() == 6), "{csv}");
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "a data row: {csv}");
+    assert!(rows.iter().all(|l| l.split(',').count() == 6), "{csv}");
 
     // An unknown log level is an error, not silence.
     let out = run(&[
@@ -1091,11 +1159,13 @@ fn observe_tells_certificates_from_everything_else() {
         "stats",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
     assert!(err.contains("/nonexistent-dir/ledger.db"), "{err}");
     let cause_lines = err.lines().filter(|l| l.contains("error")).count();
-    assert!(cause_lines <= 2, "{err}");
-    assert!(
-        err.matches("No such file").count() <= 1,
-        "the cause once: {err}"
+    assert!((1..=2).contains(&cause_lines), "{err}");
+    assert_eq!(
+        err.matches("unable to open database file").count() + err.matches("No such file").count(),
+        1,
+        "the cause, once: {err}"
     );
 }

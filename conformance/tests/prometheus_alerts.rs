@@ -18,11 +18,12 @@ fn alert_rules_pass_promtool_unit_tests() {
         vec!["check", "rules", "ca-server-rules.yaml"],
         vec!["test", "rules", "ca-server-rules.test.yaml"],
     ] {
-        let out = Command::new("promtool")
-            .current_dir(rules_dir())
-            .args(&args)
-            .output()
-            .expect("promtool (Debian package prometheus; conformance/run.sh installs it)");
+        let out = conformance::process::output_within(
+            Command::new("promtool")
+                .current_dir(rules_dir())
+                .args(&args),
+            conformance::process::QUICK,
+        );
         assert!(
             out.status.success(),
             "promtool {args:?}:\n{}{}",
@@ -109,9 +110,10 @@ fn prometheus_scrapes_the_server_and_fires_an_expiry_alert() {
         );
         std::thread::sleep(Duration::from_secs(1));
         let url = format!("http://127.0.0.1:{port}/api/v1/alerts");
-        let Ok(out) = Command::new("curl").args(["-sf", &url]).output() else {
-            continue;
-        };
+        let out = conformance::process::output_within(
+            Command::new("curl").args(["-sf", "--max-time", "10", &url]),
+            conformance::process::QUICK,
+        );
         last = String::from_utf8_lossy(&out.stdout).into_owned();
         let Ok(doc) = serde_json::from_str::<Value>(&last) else {
             continue;

@@ -190,7 +190,7 @@ async fn crash_safety(label: &str, db_args: &[&str]) {
         let took = tokio::task::block_in_place(|| env.kill_and_restart());
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
-            let _ = t.await;
+            t.await.expect("a load worker panicked");
         }
         restarts.push(took.as_secs_f64());
         via_acme += got_acme.lock().expect("lock").len();
@@ -221,14 +221,13 @@ async fn crash_safety(label: &str, db_args: &[&str]) {
     );
     assert_eq!(missing, 0, "certificates returned but not in the ledger");
     let integrity = if db_args.is_empty() {
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!(
+        let out = conformance::process::output_within(
+            std::process::Command::new("python3").arg("-c").arg(format!(
                 "import sqlite3; print(sqlite3.connect({:?}).execute('PRAGMA integrity_check').fetchone()[0])",
                 env.server.data_dir.join("ledger.db").display().to_string()
-            ))
-            .output()
-            .expect("python3");
+            )),
+            Duration::from_secs(60),
+        );
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert_eq!(text, "ok", "SQLite integrity_check");
         text
@@ -308,13 +307,18 @@ async fn three_replicas_share_one_postgresql() {
     for r in 0..3 {
         let data = dir.join(format!("replica-{r}"));
         std::fs::create_dir_all(&data).expect("mkdir");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(seed.join("ca"))
-            .arg(data.join("ca"))
-            .status()
-            .expect("cp");
-        assert!(status.success());
+        let out = conformance::process::output_within(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(seed.join("ca"))
+                .arg(data.join("ca")),
+            conformance::process::QUICK,
+        );
+        assert!(
+            out.status.success(),
+            "cp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         data_dirs.push(data);
     }
     // All three at once: concurrent migrations and start-up checks.
@@ -501,7 +505,39 @@ async fn three_replicas_share_one_postgresql() {
     )
     .await
     .text();
-    assert!(pem.contains("BEGIN CERTIFICATE"));
+    // The certificate the surviving replicas handed out: this order's, chaining to the bundle,
+    // and recorded in the shared ledger.
+    let blocks = conformance::openssl::pem_blocks(&pem);
+    assert_eq!(blocks.len(), 2, "{pem}");
+    std::fs::write(dir.join("mid-order.pem"), &blocks[0]).expect("write");
+    std::fs::write(dir.join("mid-order-chain.pem"), &blocks[1]).expect("write");
+    std::fs::write(dir.join("bundle.pem"), &bundle).expect("write");
+    let (ok, said) = conformance::openssl::verify(
+        dir,
+        "bundle.pem",
+        Some("mid-order-chain.pem"),
+        "mid-order.pem",
+    );
+    assert!(ok, "{said}");
+    let san = conformance::openssl::openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "mid-order.pem",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+    );
+    assert!(san.contains("IP Address:127.0.0.1"), "{san}");
+    let serial = conformance::openssl::serial_of(dir, "mid-order.pem");
+    let store = conformance::ledger::open(dir, &["--database-url", &db.url]).await;
+    let row = conformance::ledger::row(&store, &serial).await;
+    assert_eq!(
+        row.certificate.der,
+        conformance::openssl::der_of(dir, "mid-order.pem")
+    );
 
     // Issue on the two living replicas; revoke on one; the other's CRL lists it.
     let mut serials = Vec::new();
@@ -527,28 +563,18 @@ async fn three_replicas_share_one_postgresql() {
             json!({"serial_number": serials[1]}),
         )
         .await;
-    let wanted = serials[1].replace(':', "").to_ascii_uppercase();
-    let crl_url = format!("{}/crl", servers[2].as_ref().expect("r2").http_url());
-    let mut listed = false;
-    for _ in 0..40 {
-        let der = std::process::Command::new("curl")
-            .args(["-s", "--max-time", "10", &crl_url])
-            .output()
-            .expect("curl")
-            .stdout;
-        let crl_file = dir.join("r2.crl");
-        std::fs::write(&crl_file, der).expect("write");
-        let text = conformance::openssl::openssl(
-            dir,
-            &["crl", "-inform", "DER", "-in", "r2.crl", "-noout", "-text"],
-        );
-        if text.contains(&wanted) {
-            listed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(listed, "revoked on replica 1, listed by replica 2's CRL");
+    let wanted = conformance::openssl::serial_bytes(&serials[1]);
+    let r2 = servers[2].as_ref().expect("r2").http_url();
+    // Replica 2 sees the revocation within its CRL cache time (5 s).
+    let crl = tokio::task::block_in_place(|| {
+        conformance::crl::wait_listed(&r2, dir, &wanted, Duration::from_secs(30))
+    });
+    assert!(
+        !crl.lists(&conformance::openssl::serial_bytes(&serials[0])),
+        "only the revoked one: {}",
+        crl.text
+    );
+    let listed = true;
     figure(
         "replicas",
         json!({"replicas": 3, "killed_mid_order": 1, "order": "valid", "crl_on_other_replica": listed}),
@@ -623,7 +649,7 @@ async fn overload_is_shed_with_503_and_bounded_memory() {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
-        let _ = t.await;
+        t.await.expect("a load worker panicked");
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("status");
     let peak_kib: u64 = status
@@ -752,7 +778,7 @@ async fn a_database_outage_under_load() {
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
-        let _ = t.await;
+        t.await.expect("a load worker panicked");
     }
     let outcomes = outcomes.lock().expect("lock").clone();
     let recovered_at = recovered_at.expect("service came back by itself");

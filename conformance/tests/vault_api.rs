@@ -9,8 +9,9 @@
 use std::path::Path;
 
 use conformance::acme::AccountKey;
-use conformance::kubernetes::service_account_token;
-use conformance::openssl::{openssl, p256_csr, pkcs8_key, verify};
+use conformance::kubernetes::{service_account_token, service_account_token_with};
+use conformance::ledger::Snapshot;
+use conformance::openssl::{openssl, p256_csr, pkcs8_key, serial_bytes, serial_hex, verify};
 use conformance::server::CaServer;
 use conformance::vault::{Vault, curl_post};
 use serde_json::{Value, json};
@@ -97,6 +98,8 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["sealed"], false);
 
+    let store = conformance::ledger::open(&server.data_dir, server_args).await;
+    let mut issued: Vec<String> = Vec::new();
     for (i, name) in ["web", "api"].iter().enumerate() {
         // A fresh login per signing, as cert-manager does.
         let jwt = service_account_token(
@@ -141,13 +144,22 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
             .collect();
         assert_eq!(chain.len(), 2, "issuing CA then root, nothing unrelated");
         assert_eq!(data["issuing_ca"], json!(chain[0]));
+        let serial = data["serial_number"].as_str().expect("serial").to_owned();
+        assert!(serial.contains(':'), "{serial}");
+        // 2160h asked, 2160h the role's maximum: that long, give or take the signing time.
+        let expiration = data["expiration"].as_i64().expect("expiration");
+        let wanted = now() + 2160 * 3600;
         assert!(
-            data["serial_number"]
-                .as_str()
-                .expect("serial")
-                .contains(':')
+            (wanted - 120..=wanted + 5).contains(&expiration),
+            "{expiration} is not 2160h from now"
         );
-        assert!(data["expiration"].as_i64().expect("expiration") > now());
+        let row = conformance::ledger::row(&store, &serial_bytes(&serial)).await;
+        assert_eq!(
+            row.certificate.dns_names,
+            [format!("{name}.default.svc.cluster.local")]
+        );
+        assert_eq!(row.certificate.not_after, expiration);
+        issued.push(serial);
         std::fs::write(
             dir.join("leaf.pem"),
             data["certificate"].as_str().expect("cert"),
@@ -194,7 +206,8 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
         (r.status, r.json()["errors"][0].as_str()),
         (403, Some("permission denied"))
     );
-    // A name outside the role is a 400 with Vault's wording.
+    // A name outside the role is a 400 with Vault's wording; neither refusal writes anything.
+    let before = Snapshot::take(&store).await;
     let csr = csr_pem(dir, "bad", "/CN=evil.example.com", "DNS:evil.example.com");
     let r = vault
         .call(
@@ -221,6 +234,14 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
         (r.status, r.json()["errors"][0].as_str()),
         (400, Some("unknown role: nope"))
     );
+    before
+        .assert_unchanged(&store, "signing refused by the role")
+        .await;
+    assert!(
+        conformance::ledger::rows_naming(&store, "evil.example.com")
+            .await
+            .is_empty()
+    );
     // LIST as a verb and as ?list=true; an empty list is a 404.
     let r = vault
         .call("LIST", "pki_int/roles", Some(&vault.token), None)
@@ -240,12 +261,24 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
     let r = vault
         .call("GET", "pki_int/certs?list=true", Some(&vault.token), None)
         .await;
-    assert!(r.json()["data"]["keys"].as_array().expect("keys").len() >= 2);
+    // The two signings and the server's own serving certificate, nothing else.
+    let keys: std::collections::BTreeSet<Vec<u8>> = r.json()["data"]["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| serial_bytes(k.as_str().expect("serial")))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        3,
+        "web, api and the serving certificate: {keys:?}"
+    );
+    assert!(
+        issued.iter().all(|s| keys.contains(&serial_bytes(s))),
+        "{issued:?} not all in {keys:?}"
+    );
     // Revocation reaches the ledger and the cert endpoint.
-    let serial = r.json()["data"]["keys"][0]
-        .as_str()
-        .expect("serial")
-        .to_owned();
+    let serial = issued[1].clone();
     let r = vault
         .root("POST", "pki_int/revoke", json!({"serial_number": serial}))
         .await;
@@ -259,11 +292,26 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
     assert_eq!(crl.status, 200);
     std::fs::write(dir.join("crl.pem"), crl.text()).expect("crl");
     let crl_text = openssl(dir, &["crl", "-in", "crl.pem", "-noout", "-text"]);
-    assert!(
-        crl_text.contains(&serial.replace(':', "").to_ascii_uppercase()),
-        "{crl_text}"
+    let listed: Vec<String> = conformance::crl::parse(&crl_text).into_keys().collect();
+    assert_eq!(
+        listed,
+        [serial_hex(&serial_bytes(&serial))],
+        "exactly the revoked certificate: {crl_text}"
     );
     assert!(crl_text.contains("X509v3 CRL Number"));
+    assert_eq!(
+        conformance::ledger::row(&store, &serial_bytes(&serial))
+            .await
+            .revocation_reason,
+        Some(0),
+        "Vault's revoke gives no reason: unspecified"
+    );
+    assert!(
+        conformance::ledger::row(&store, &serial_bytes(&issued[0]))
+            .await
+            .revoked_at
+            .is_none()
+    );
     let pem = r.json()["data"]["certificate"]
         .as_str()
         .expect("pem")
@@ -275,28 +323,43 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
         crl.text()
     );
     std::fs::write(dir.join("root-and-crl.pem"), root_and_crl).expect("write");
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args([
-            "verify",
-            "-crl_check",
-            "-CAfile",
-            "root-and-crl.pem",
-            "-untrusted",
-            "intermediate.pem",
-            "revoked.pem",
-        ])
-        .output()
-        .expect("openssl");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success() && said.contains("certificate revoked"),
-        "{said}"
-    );
+    let crl_verify = |leaf: &str| {
+        let out = conformance::process::output_within(
+            std::process::Command::new("openssl")
+                .current_dir(dir)
+                .args([
+                    "verify",
+                    "-crl_check",
+                    "-CAfile",
+                    "root-and-crl.pem",
+                    "-untrusted",
+                    "intermediate.pem",
+                    leaf,
+                ]),
+            conformance::process::QUICK,
+        );
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, said) = crl_verify("revoked.pem");
+    assert!(!ok && said.contains("certificate revoked"), "{said}");
+    // The same check passes a certificate that was not revoked: the refusal above is the CRL's.
+    let r = vault
+        .call("GET", &format!("pki_int/cert/{}", issued[0]), None, None)
+        .await;
+    std::fs::write(
+        dir.join("kept.pem"),
+        r.json()["data"]["certificate"].as_str().expect("pem"),
+    )
+    .expect("write");
+    let (ok, said) = crl_verify("kept.pem");
+    assert!(ok, "{said}");
     // Token lookup-self (hvac's is_authenticated) and a child token.
     let r = vault
         .call("GET", "auth/token/lookup-self", Some(&vault.token), None)
@@ -339,7 +402,8 @@ async fn cert_manager_replay(dir: &Path, server_args: &[&str]) {
 async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (_server, vault, signer) = setup(dir).await;
+    let (server, vault, signer) = setup(dir).await;
+    let store = conformance::ledger::open(&server.data_dir, &[]).await;
     vault
         .root(
             "PUT",
@@ -453,6 +517,7 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
     );
 
     // Workload A asking for workload B's identity: 403, and nothing issued.
+    let before = Snapshot::take(&store).await;
     let other = csr_pem(
         dir,
         "other",
@@ -471,8 +536,18 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
         (r.status, r.json()["errors"][0].as_str()),
         (403, Some("permission denied"))
     );
+    before
+        .assert_unchanged(&store, "another workload's SPIFFE ID")
+        .await;
+    assert!(
+        conformance::ledger::rows_naming(&store, "spiffe://cluster.local/ns/billing/sa/api")
+            .await
+            .is_empty()
+    );
 
-    // Expired token, wrong audience, foreign signing key: refused at login.
+    // Verified with the local key (pem_keys): expired token, wrong audience, foreign signing
+    // key, another issuer, a subject naming another account: refused at login by the server's
+    // own checks (auth/kubernetes.rs), the same token otherwise logging in.
     assert_eq!(
         login(service_account_token(
             &signer,
@@ -514,7 +589,28 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
         .status,
         403
     );
+    assert_eq!(
+        login(service_account_token_with(&signer, json!({})))
+            .await
+            .status,
+        200,
+        "the control: the unforged token logs in"
+    );
+    for (patch, why) in [
+        (json!({"iss": "https://evil.example"}), "another issuer"),
+        (json!({"iss": null}), "no issuer"),
+        (
+            json!({"sub": "system:serviceaccount:kube-system:admin"}),
+            "a subject naming another account",
+        ),
+        (json!({"nbf": now() + 3600}), "not yet valid"),
+        (json!({"exp": "never"}), "a malformed expiry"),
+    ] {
+        let r = login(service_account_token_with(&signer, patch)).await;
+        assert_eq!(r.status, 403, "{why}: {}", r.text());
+    }
     // The root token has no service-account identity: no SPIFFE ID for it either.
+    let before = Snapshot::take(&store).await;
     let r = vault
         .call(
             "POST",
@@ -523,7 +619,10 @@ async fn a_workload_gets_its_own_spiffe_id_and_no_other() {
             Some(json!({"csr": own})),
         )
         .await;
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 403, "{}", r.text());
+    before
+        .assert_unchanged(&store, "the root token on an identity role")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,7 +661,9 @@ async fn hvac_works_unchanged() {
     );
     csr_pem(dir, "app", "/CN=app.example.test", "DNS:app.example.test");
     let python = conformance::tools::tool("certbot").with_file_name("python");
-    let out = std::process::Command::new(python)
+    let mut cmd = std::process::Command::new(python);
+    // Checks are explicit (hvac_flow.py's `check`), but no inherited PYTHONOPTIMIZE either.
+    cmd.env_remove("PYTHONOPTIMIZE")
         .arg(conformance::workspace_root().join("conformance/python/hvac_flow.py"))
         .env("VAULT_ADDR", server.https_url())
         .env("CA_BUNDLE", dir.join("bundle.pem"))
@@ -575,9 +676,8 @@ async fn hvac_works_unchanged() {
             "SA_JWT",
             service_account_token(&signer, "default", "app", "ca-server", 600),
         )
-        .env("CSR_FILE", dir.join("app.csr"))
-        .output()
-        .expect("python");
+        .env("CSR_FILE", dir.join("app.csr"));
+    let out = conformance::process::output_within(&mut cmd, conformance::process::CLIENT);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -586,6 +686,20 @@ async fn hvac_works_unchanged() {
     assert!(
         out.status.success() && text.contains("hvac flow: ok"),
         "{text}"
+    );
+    // What the script says it saw, checked here too: the revoked serial is the one in the CRL.
+    let revoked: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("revoked: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(revoked.len(), 1, "{text}");
+    let crl = conformance::crl::fetch(&server.http_url(), dir);
+    assert_eq!(
+        crl.entries.keys().cloned().collect::<Vec<_>>(),
+        [serial_hex(&serial_bytes(&revoked[0]))],
+        "{}",
+        crl.text
     );
 }
 
@@ -776,18 +890,22 @@ async fn tidy_trims_expired_certificates_but_keeps_their_ledger_rows() {
             .unwrap_or_default()
             .contains("Tidy operation successfully started")
     );
-    let mut status = 0;
-    for _ in 0..50 {
-        status = vault
-            .call("GET", &format!("pki_int/cert/{expired}"), None, None)
-            .await
-            .status;
-        if status == 404 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 404, "the expired certificate's DER is gone");
+    let vault_ref = &vault;
+    let expired_ref = &expired;
+    conformance::wait::until_async(
+        "tidy removing the expired certificate's DER (404)",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || async move {
+            let status = vault_ref
+                .call("GET", &format!("pki_int/cert/{expired_ref}"), None, None)
+                .await
+                .status;
+            assert!(status == 200 || status == 404, "{status}");
+            (status == 404).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         vault
             .call("GET", &format!("pki_int/cert/{live}"), None, None)
@@ -809,7 +927,10 @@ async fn tidy_trims_expired_certificates_but_keeps_their_ledger_rows() {
 
 /// Kubernetes auth with no local keys: the server asks the API server (TokenReview). No API
 /// server runs here, so `conformance::kubernetes::TokenReviewServer` plays its TokenReview
-/// endpoint over real HTTPS; the server's production client talks to it.
+/// endpoint over real HTTPS; the server's production client talks to it. The double's own
+/// verdicts (signature, expiry, audiences) are the API server's; ca-server's checks of the reply
+/// (the audience it asked for, the username's form, the role's bindings) are exercised with
+/// scripted replies, and so is the API server refusing the reviewer's credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_login_through_token_review() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -817,19 +938,25 @@ async fn kubernetes_login_through_token_review() {
     let (_server, vault, signer) = setup(dir).await;
     let reviewer_signer =
         AccountKey::rsa_from_pkcs8(&std::fs::read(dir.join("sa.p8.der")).expect("key"));
-    let api =
+    let mut api =
         conformance::kubernetes::TokenReviewServer::start(reviewer_signer, "reviewer-sa-token")
             .await;
 
     // Reconfigure without pem_keys: kubernetes_host + CA + reviewer token.
-    vault
-        .root(
-            "POST",
-            "auth/kubernetes/config",
-            json!({"kubernetes_host": format!("https://{}", api.addr),
-                   "kubernetes_ca_cert": api.ca_pem, "token_reviewer_jwt": "reviewer-sa-token"}),
-        )
-        .await;
+    let configure = |reviewer: &'static str| {
+        let (vault, host, ca) = (&vault, format!("https://{}", api.addr), api.ca_pem.clone());
+        async move {
+            vault
+                .root(
+                    "POST",
+                    "auth/kubernetes/config",
+                    json!({"kubernetes_host": host, "kubernetes_ca_cert": ca,
+                           "token_reviewer_jwt": reviewer}),
+                )
+                .await;
+        }
+    };
+    configure("reviewer-sa-token").await;
     let config = vault
         .call("GET", "auth/kubernetes/config", Some(&vault.token), None)
         .await;
@@ -846,76 +973,179 @@ async fn kubernetes_login_through_token_review() {
                    "audience": "ca-server", "token_policies": "default", "ttl": "5m"}),
         )
         .await;
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/role/anyone",
+            json!({"bound_service_account_names": "*", "bound_service_account_namespaces": "*",
+                   "audience": "ca-server", "token_policies": "default", "ttl": "5m"}),
+        )
+        .await;
+    vault
+        .root(
+            "POST",
+            "auth/kubernetes/role/any-audience",
+            json!({"bound_service_account_names": "api", "bound_service_account_namespaces": "payments",
+                   "token_policies": "default", "ttl": "5m"}),
+        )
+        .await;
     let login = |jwt: String| {
         let vault = &vault;
         async move { vault.kubernetes_login("reviewed", &jwt).await }
     };
+    let good = || service_account_token(&signer, "payments", "api", "ca-server", 600);
 
-    let ok = login(service_account_token(
-        &signer,
-        "payments",
-        "api",
-        "ca-server",
-        600,
-    ))
-    .await;
+    let jwt = good();
+    let ok = login(jwt.clone()).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     let meta = &ok.json()["auth"]["metadata"];
     assert_eq!(meta["service_account_name"], "api");
     assert_eq!(meta["service_account_namespace"], "payments");
+    assert_eq!(meta["service_account_uid"], conformance::kubernetes::UID);
+    // What the API server was asked: this token, for the role's audience, with the reviewer's
+    // credential.
     assert_eq!(
-        meta["service_account_uid"],
-        "0b7a1c2d-1111-2222-3333-444455556666"
+        api.last_request(),
+        Some((
+            Some("Bearer reviewer-sa-token".to_owned()),
+            json!({"token": jwt, "audiences": ["ca-server"]})
+        ))
     );
-    assert!(
-        api.reviews.load(std::sync::atomic::Ordering::Relaxed) >= 1,
-        "the API server was asked"
+    // A role without an audience asks for none (the API server's defaults apply).
+    let jwt = service_account_token(
+        &signer,
+        "payments",
+        "api",
+        conformance::kubernetes::ISSUER,
+        600,
+    );
+    let r = vault.kubernetes_login("any-audience", &jwt).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        api.last_request().map(|(_, spec)| spec),
+        Some(json!({"token": jwt, "audiences": null}))
     );
 
+    // The API server's verdicts: a token it did not sign, an expired one, one for another
+    // audience. ca-server takes its word: denied, never issued a token.
+    let foreign = AccountKey::rsa_from_pkcs8(&conformance::openssl::pkcs8_key(
+        dir,
+        "foreign",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    ));
     for (jwt, why) in [
+        (
+            service_account_token(&foreign, "payments", "api", "ca-server", 600),
+            "another signer",
+        ),
         (
             service_account_token(&signer, "payments", "api", "ca-server", -60),
             "expired",
         ),
         (
             service_account_token(&signer, "payments", "api", "someone-else", 600),
-            "wrong audience",
-        ),
-        (
-            service_account_token(&signer, "payments", "web", "ca-server", 600),
-            "not bound to the role",
+            "another audience",
         ),
     ] {
         let r = login(jwt).await;
-        assert_eq!(r.status, 403, "{why}: {}", r.text());
+        assert_eq!(
+            r.status,
+            403,
+            "the API server said no ({why}): {}",
+            r.text()
+        );
     }
-    // A token from another signer is not one the API server vouches for.
-    let foreign = AccountKey::rsa_from_pkcs8(&conformance::openssl::pkcs8_key(
-        dir,
-        "foreign",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-    ));
-    let r = login(service_account_token(
-        &foreign,
-        "payments",
-        "api",
-        "ca-server",
-        600,
-    ))
-    .await;
-    assert_eq!(r.status, 403, "{}", r.text());
 
-    // The API server unreachable: try again later (503), not "permission denied".
-    drop(api);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let r = login(service_account_token(
-        &signer,
-        "payments",
-        "api",
-        "ca-server",
-        600,
-    ))
-    .await;
+    // ca-server's own checks of an authenticated reply.
+    let reply = |username: &str, audiences: Value| {
+        json!({"authenticated": true, "audiences": audiences,
+               "user": {"username": username, "uid": "u-1", "groups": ["system:serviceaccounts"]}})
+    };
+    api.answer_with(Some(reply(
+        "system:serviceaccount:payments:api",
+        json!(["ca-server"]),
+    )));
+    assert_eq!(
+        login(good()).await.status,
+        200,
+        "the control: a scripted reply like the API server's logs in"
+    );
+    // Through a role binding every service account (`*`), so only the reply's form decides.
+    assert_eq!(
+        vault.kubernetes_login("anyone", &good()).await.status,
+        200,
+        "the control on the wildcard role"
+    );
+    for (role, status, why) in [
+        (
+            "anyone",
+            reply(
+                "system:serviceaccount:payments:api",
+                json!(["someone-else"]),
+            ),
+            "the audience asked for is not confirmed",
+        ),
+        (
+            "anyone",
+            reply("system:serviceaccount:payments:api", json!(null)),
+            "no audiences (an API server that ignored spec.audiences)",
+        ),
+        (
+            "anyone",
+            reply("system:node:worker-1", json!(["ca-server"])),
+            "a node",
+        ),
+        ("anyone", reply("alice", json!(["ca-server"])), "a user"),
+        (
+            "anyone",
+            reply("system:serviceaccount:payments", json!(["ca-server"])),
+            "no name",
+        ),
+        (
+            "anyone",
+            reply("system:serviceaccount::", json!(["ca-server"])),
+            "empty namespace and name",
+        ),
+        (
+            "anyone",
+            reply("system:serviceaccount:payments:api:x", json!(["ca-server"])),
+            "a name with a colon",
+        ),
+        (
+            "reviewed",
+            reply("system:serviceaccount:payments:web", json!(["ca-server"])),
+            "a service account the role does not bind",
+        ),
+    ] {
+        api.answer_with(Some(status));
+        let r = vault.kubernetes_login(role, &good()).await;
+        assert_eq!(r.status, 403, "{why}: {}", r.text());
+        assert_eq!(r.json()["errors"], json!(["permission denied"]), "{why}");
+    }
+    api.answer_with(None);
+
+    // The API server refusing the reviewer's credential (401) is the server's problem, not the
+    // client's: try again later (503), not "permission denied".
+    configure("wrong-reviewer-token").await;
+    let reviewed = api.reviews.load(std::sync::atomic::Ordering::Relaxed);
+    let r = login(good()).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        api.reviews.load(std::sync::atomic::Ordering::Relaxed),
+        reviewed,
+        "the API server answered 401, it reviewed nothing"
+    );
+    configure("reviewer-sa-token").await;
+    assert_eq!(login(good()).await.status, 200);
+
+    // The API server unreachable: 503 too.
+    let addr = api.addr;
+    api.stop().await;
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the double no longer listens"
+    );
+    let r = login(good()).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.json()["errors"].is_array());
 }

@@ -412,4 +412,96 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_configured_issuer_is_required() {
+        let config = KubernetesConfig {
+            issuer: "https://k".into(),
+            ..KubernetesConfig::default()
+        };
+        let role = KubernetesRole::default();
+        assert!(service_account(&claims(json!({"iss": "https://k"})), &config, &role).is_ok());
+        for iss in [
+            json!("https://evil"),
+            json!("https://k/"),
+            json!(null),
+            json!(7),
+        ] {
+            assert_eq!(
+                service_account(&claims(json!({"iss": iss})), &config, &role),
+                Err("issuer"),
+                "{iss}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_roles_audience_is_required_in_either_claim_form() {
+        let config = KubernetesConfig::default();
+        let role = KubernetesRole {
+            audience: "a".into(),
+            ..KubernetesRole::default()
+        };
+        for aud in [json!("a"), json!(["a"]), json!(["b", "a"])] {
+            assert!(
+                service_account(&claims(json!({"aud": aud})), &config, &role).is_ok(),
+                "{aud}"
+            );
+        }
+        for aud in [
+            json!("b"),
+            json!(["b"]),
+            json!([]),
+            json!(7),
+            json!(null),
+            json!("ab"),
+        ] {
+            assert_eq!(
+                service_account(&claims(json!({"aud": aud})), &config, &role),
+                Err("audience"),
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_subject_must_name_the_same_service_account() {
+        let (config, role) = (KubernetesConfig::default(), KubernetesRole::default());
+        for sub in [
+            "system:serviceaccount:x:y",
+            "system:serviceaccount:payments:web",
+            "system:serviceaccount:kube-system:api",
+        ] {
+            assert_eq!(
+                service_account(&claims(json!({"sub": sub})), &config, &role),
+                Err("subject does not match the service account"),
+                "{sub}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_flat_claims_are_read() {
+        let (config, role) = (KubernetesConfig::default(), KubernetesRole::default());
+        let legacy = json!({
+            "sub": "system:serviceaccount:ops:deployer",
+            "kubernetes.io/serviceaccount/namespace": "ops",
+            "kubernetes.io/serviceaccount/service-account.name": "deployer",
+            "kubernetes.io/serviceaccount/service-account.uid": "u-9",
+        });
+        assert_eq!(
+            service_account(&legacy, &config, &role),
+            Ok(ServiceAccount {
+                namespace: "ops".into(),
+                name: "deployer".into(),
+                uid: Some("u-9".into()),
+            })
+        );
+        let mut no_name = legacy.clone();
+        no_name["kubernetes.io/serviceaccount/service-account.name"] = Value::Null;
+        assert_eq!(
+            service_account(&no_name, &config, &role),
+            Err("no service account claims")
+        );
+    }
 }

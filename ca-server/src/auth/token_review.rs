@@ -144,27 +144,122 @@ pub async fn review(
         return Err(unavailable(format!("API server answered {status}")));
     }
     let doc: Value = serde_json::from_slice(&bytes).map_err(unavailable)?;
-    let st = &doc["status"];
-    if st["authenticated"] != json!(true) {
-        return Ok(None);
+    Ok(verdict(&doc["status"], audience))
+}
+
+/// What a TokenReview `status` means for a login: the service account, or `None` (denied).
+/// The API server's word is taken for the signature, expiry and revocation; two things are
+/// checked here because the API server does not refuse them: the audience asked for must be one
+/// it confirmed (an older API server ignores `spec.audiences` and answers with none), and the
+/// user must be a service account, `system:serviceaccount:<namespace>:<name>` with both parts
+/// present (a node, a user or an impersonated name is authenticated too, but has no service
+/// account to bind).
+fn verdict(status: &Value, audience: &str) -> Option<Reviewed> {
+    if status["authenticated"] != json!(true) {
+        return None;
     }
     if !audience.is_empty()
-        && !st["audiences"]
+        && !status["audiences"]
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(audience)))
     {
-        return Ok(None);
+        return None;
     }
-    let username = st["user"]["username"].as_str().unwrap_or_default();
-    let Some(rest) = username.strip_prefix("system:serviceaccount:") else {
-        return Ok(None);
+    let username = status["user"]["username"].as_str()?;
+    let parts: Vec<&str> = username.split(':').collect();
+    let ["system", "serviceaccount", namespace, name] = parts[..] else {
+        return None;
     };
-    let Some((namespace, name)) = rest.split_once(':') else {
-        return Ok(None);
-    };
-    Ok(Some(Reviewed {
+    if namespace.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(Reviewed {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        uid: st["user"]["uid"].as_str().unwrap_or_default().to_owned(),
-    }))
+        uid: status["user"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(username: &str, audiences: Value) -> Value {
+        json!({"authenticated": true, "user": {"username": username, "uid": "u-1"}, "audiences": audiences})
+    }
+
+    #[test]
+    fn a_service_account_confirmed_for_the_audience_logs_in() {
+        let ok = verdict(
+            &status("system:serviceaccount:payments:api", json!(["ca-server"])),
+            "ca-server",
+        );
+        assert_eq!(
+            ok,
+            Some(Reviewed {
+                namespace: "payments".into(),
+                name: "api".into(),
+                uid: "u-1".into()
+            })
+        );
+        // A role without an audience takes the API server's default audiences.
+        assert!(
+            verdict(
+                &status("system:serviceaccount:payments:api", json!(["https://k"])),
+                ""
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn the_api_servers_refusal_is_a_denial() {
+        for s in [
+            json!({"authenticated": false, "error": "token has expired"}),
+            json!({"authenticated": "true", "user": {"username": "system:serviceaccount:a:b"}, "audiences": ["x"]}),
+            json!({}),
+        ] {
+            assert_eq!(verdict(&s, "x"), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn the_audience_asked_for_must_be_confirmed() {
+        let user = "system:serviceaccount:payments:api";
+        for audiences in [
+            json!(["someone-else"]),
+            json!([]),
+            json!(null),
+            json!("ca-server"),
+        ] {
+            assert_eq!(
+                verdict(&status(user, audiences.clone()), "ca-server"),
+                None,
+                "{audiences}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_service_accounts_are_accepted() {
+        for username in [
+            "system:node:worker-1",
+            "alice",
+            "system:serviceaccount:payments",
+            "system:serviceaccount::api",
+            "system:serviceaccount:payments:",
+            "system:serviceaccount:payments:api:extra",
+            "system:serviceaccounts:payments:api",
+            "",
+        ] {
+            assert_eq!(
+                verdict(&status(username, json!(["x"])), "x"),
+                None,
+                "{username:?}"
+            );
+        }
+    }
 }
