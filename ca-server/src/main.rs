@@ -979,14 +979,35 @@ async fn init(config: &Config, args: InitArgs) -> Result<()> {
             .create(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
     }
-    // The database must not belong to another CA already.
+    // The database must not belong to another CA already. An embedded ledger this command
+    // creates is removed again if the CA cannot be made (a key that does not match, …).
+    let sqlite = ca_store::sqlite::file_path(&config.database_url())
+        .filter(|_| config.database_url().backend().ok() == Some(ca_store::Backend::Sqlite));
+    let created = sqlite.as_ref().filter(|p| !p.exists()).cloned();
     let store = open_ledger(config).await?;
     let in_use = !store.issuers().await?.is_empty() || !store.issued_issuer_ids().await?.is_empty();
     store.close().await;
     if in_use {
         bail!("the database already belongs to a CA; point --database-url at a new one");
     }
-    match (args.import_cert, args.import_key) {
+    let made = make_ca(config, &args);
+    if made.is_err()
+        && let Some(db) = created
+    {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+        }
+    }
+    made?;
+    ca_server::seal::Seal::create(&config.data_dir)?;
+    finish_init(config).await
+}
+
+/// Generates or imports the CA files (`init`'s middle step).
+fn make_ca(config: &Config, args: &InitArgs) -> Result<()> {
+    match (args.import_cert.clone(), args.import_key.clone()) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
@@ -1008,7 +1029,7 @@ async fn init(config: &Config, args: InitArgs) -> Result<()> {
             let mut opts = hierarchy::GenerateOptions {
                 root_common_name: format!("{} Root CA", args.organization),
                 issuing_common_name: format!("{} Issuing CA", args.organization),
-                organization: args.organization,
+                organization: args.organization.clone(),
                 offline_root: args.offline_root.clone(),
                 ..hierarchy::GenerateOptions::default()
             };
@@ -1024,8 +1045,11 @@ async fn init(config: &Config, args: InitArgs) -> Result<()> {
             );
         }
     }
-    ca_server::seal::Seal::create(&config.data_dir)?;
-    // Registers the CA with the database and makes the one root token.
+    Ok(())
+}
+
+/// Registers the CA with the database and makes the one root token (`init`'s last step).
+async fn finish_init(config: &Config) -> Result<()> {
     let runtime = Runtime::open(config).await?;
     let auth = ca_server::auth::Auth::new(std::sync::Arc::clone(&runtime.store), runtime.seal()?);
     let created = ca_server::server::create_root_token_once(config, &auth).await;

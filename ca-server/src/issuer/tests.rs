@@ -685,7 +685,14 @@ mod generated {
                             sans.push(e.to_string());
                         }
                         GeneralName::URI(u) => prop_assert!(crate::names::is_valid_uri(u)),
-                        GeneralName::IPAddress(_) => {}
+                        GeneralName::IPAddress(octets) => {
+                            let ip = match octets.len() {
+                                4 => <[u8; 4]>::try_from(*octets).ok().map(|o| std::net::IpAddr::from(o).to_string()),
+                                16 => <[u8; 16]>::try_from(*octets).ok().map(|o| std::net::IpAddr::from(o).to_string()),
+                                _ => None,
+                            };
+                            sans.extend(ip);
+                        }
                         other => prop_assert!(false, "unexpected SAN {other:?}"),
                     }
                 }
@@ -693,8 +700,19 @@ mod generated {
             }
             if let Some(cn) = cns.first() {
                 prop_assert!(cn.chars().count() <= 64 && !cn.chars().any(char::is_control));
-                if server {
-                    prop_assert!(sans.iter().any(|s| s.eq_ignore_ascii_case(cn)), "CN {cn} not in SANs");
+                // A CN a client could take for a host (a dotted DNS name, an address, an
+                // e-mail address) is among the SANs; a component label (`kube-apiserver`, `-`)
+                // need not be.
+                let host_like = cn.contains('@')
+                    || cn.parse::<std::net::IpAddr>().is_ok()
+                    || (cn.contains('.') && crate::names::normalize_dns_name(cn).is_some());
+                if server && host_like {
+                    let same = |s: &String| {
+                        s.eq_ignore_ascii_case(cn)
+                            || (s.parse::<std::net::IpAddr>().ok().is_some()
+                                && s.parse::<std::net::IpAddr>().ok() == cn.parse().ok())
+                    };
+                    prop_assert!(sans.iter().any(same), "CN {cn} not in SANs");
                 }
             }
             let eku = cert.extended_key_usage().ok().flatten().map(|e| e.value.clone()).expect("eku");
