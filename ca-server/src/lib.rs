@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod duration;
 pub mod http;

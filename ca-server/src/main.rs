@@ -76,6 +76,26 @@ enum Command {
     Ca(CaCommand),
     /// Print the trust bundle: every root trusted now (for GitOps: commit what this prints).
     Bundle(BundleArgs),
+    /// Copy the CA material and (SQLite) a consistent snapshot of the ledger into a new
+    /// directory, while the server runs. PostgreSQL ledgers: pg_dump (docs/backup.md).
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data directory (and, for SQLite, a new ledger), then check
+    /// it opens as `serve` would.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// The directory to create (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// A directory made by `ca-server backup`.
+    #[arg(long)]
+    from: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -472,6 +492,28 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Token(TokenCommand::Root) => root_token(&config).await,
         Command::Ca(cmd) => ca_command(&config, cmd).await,
         Command::Bundle(args) => bundle(&config, args).await,
+        Command::Backup(args) => {
+            let m = ca_server::backup::backup(&config, &args.out).await?;
+            println!(
+                "backed up {} files ({} ledger) to {}",
+                m.files.len(),
+                m.database,
+                args.out.display()
+            );
+            if m.database == "postgres" {
+                eprintln!("the ledger is in PostgreSQL: back it up with pg_dump (docs/backup.md)");
+            }
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let m = ca_server::backup::restore(&config, &args.from).await?;
+            println!(
+                "restored the backup of {} into {}; the root token was not backed up: `ca-server token root` makes one",
+                m.created_at,
+                config.data_dir.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub enum Error {
     /// The database reported an error (connection, constraint, I/O…).
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The operation does not exist for this backend.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 // The messages above include their cause; they do not also chain it as a `source`, or every
@@ -177,6 +180,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Distinct issuer ids of certificates this CA issued (not observed ones): a ledger with
     /// certificates but no registered issuer predates registration.
     async fn issued_issuer_ids(&self) -> Result<Vec<String>, Error>;
+
+    /// Writes a consistent copy of the whole database to `path` while it is in use (SQLite's
+    /// `VACUUM INTO`); PostgreSQL answers [`Error::Unsupported`]: back it up with `pg_dump`.
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), Error>;
 
     /// Closes connections; pending work is finished first.
     async fn close(&self);

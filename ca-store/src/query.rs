@@ -587,6 +587,21 @@ macro_rules! impl_ledger {
                 Ok(rows.into_iter().map(|(id,)| id).collect())
             }
 
+            async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), $crate::Error> {
+                if $kind != $crate::Backend::Sqlite {
+                    return Err($crate::Error::Unsupported(
+                        "a PostgreSQL ledger is backed up with pg_dump (docs/backup.md)".into(),
+                    ));
+                }
+                let target = path.to_str().ok_or_else(|| {
+                    $crate::Error::Unsupported("the backup path is not UTF-8".into())
+                })?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new("VACUUM INTO ");
+                qb.push_bind(target.to_owned());
+                qb.build().execute(&mut *self.write_conn().await?).await?;
+                Ok(())
+            }
+
             async fn close(&self) {
                 self.close_pools().await;
             }

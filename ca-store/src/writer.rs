@@ -321,6 +321,9 @@ mod tests {
         async fn issued_issuer_ids(&self) -> Result<Vec<String>, Error> {
             Ok(Vec::new())
         }
+        async fn snapshot_to(&self, _: &std::path::Path) -> Result<(), Error> {
+            unreachable!()
+        }
         async fn close(&self) {}
     }
 
