@@ -12,6 +12,7 @@ pub mod duration;
 pub mod http;
 pub mod issuer;
 pub mod jose;
+pub mod kube;
 pub mod metrics;
 pub mod names;
 pub mod observe;

@@ -527,7 +527,11 @@ async fn ca_command(config: &Config, cmd: CaCommand) -> Result<()> {
             CaCommand::Rotate(args) => {
                 let set = issuers.current();
                 let key_path = rotation::root_key_path(&config.data_dir, args.root_key.as_deref());
-                match rotation::RootSigner::load(set.default_ca(), &key_path)? {
+                // The key must be the root the default issuer chains to; otherwise that root
+                // signs a CSR.
+                let root = rotation::RootSigner::load(&set, &key_path)?
+                    .filter(|r| set.default_ca().chain().last() == Some(r.certificate()));
+                match root {
                     Some(root) => {
                         let at = match &args.activate_at {
                             Some(t) => parse_time(t)?,
@@ -548,10 +552,16 @@ async fn ca_command(config: &Config, cmd: CaCommand) -> Result<()> {
                         }
                     }
                     None => {
+                        let why = if key_path.exists() {
+                            "the root key at {} is not the key of the root the default issuer \
+                             chains to"
+                        } else {
+                            "no root key at {}"
+                        };
                         eprintln!(
-                            "no root key at {}: here is a CSR for the offline root to sign; install \
-                             the result with `ca-server ca install-intermediate --cert …`",
-                            key_path.display()
+                            "{}: here is a CSR for that root to sign; install the result with \
+                             `ca-server ca install-intermediate --cert …`",
+                            why.replace("{}", &key_path.display().to_string())
                         );
                         let cn = next_common_name(&issuers.current());
                         let row = rotation::create_pending(&issuers, &cn, None).await?;
@@ -578,8 +588,11 @@ async fn ca_command(config: &Config, cmd: CaCommand) -> Result<()> {
                     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
                 };
                 let chain = args.chain.as_ref().map(read).transpose()?;
-                let alternates: Vec<String> =
-                    args.alternate_chain.iter().map(read).collect::<Result<_>>()?;
+                let alternates: Vec<String> = args
+                    .alternate_chain
+                    .iter()
+                    .map(read)
+                    .collect::<Result<_>>()?;
                 let activate_at = match args.activate.as_deref() {
                     None => None,
                     Some("now") => Some(time::OffsetDateTime::now_utc().unix_timestamp()),
@@ -597,7 +610,11 @@ async fn ca_command(config: &Config, cmd: CaCommand) -> Result<()> {
                 println!(
                     "installed issuer {}{}",
                     installed.issuer_id,
-                    if activate_at.is_some() { " (activated)" } else { "; activate it with `ca-server ca activate`" }
+                    if activate_at.is_some() {
+                        " (activated)"
+                    } else {
+                        "; activate it with `ca-server ca activate`"
+                    }
                 );
             }
             CaCommand::Activate(args) => {
@@ -1077,6 +1094,9 @@ fn make_ca(config: &Config, args: &InitArgs) -> Result<()> {
             };
             if let Some(ttl) = &args.issuing_ttl {
                 let d = ca_server::duration::parse(ttl)?;
+                if d < Duration::from_secs(10) {
+                    bail!("issuing TTL {ttl:?}: an issuing CA lives 10 seconds at least");
+                }
                 opts.issuing_lifetime = time::Duration::try_from(d)
                     .map_err(|_| anyhow::anyhow!("issuing TTL {ttl:?} is too long"))?;
             }

@@ -176,6 +176,15 @@ impl Seal {
         }
     }
 
+    /// Opens a binary value that must be sealed: unlike [`Seal::open_bytes`] a value in clear is
+    /// refused (only secrets from before sealing may be in clear, and none of these are).
+    pub fn open_sealed_bytes(&self, purpose: &str, stored: &[u8]) -> Result<Vec<u8>, SealError> {
+        match stored.strip_prefix(PREFIX.as_bytes()) {
+            Some(sealed) => self.open(purpose, sealed),
+            None => Err(SealError("a value that must be sealed is stored in clear")),
+        }
+    }
+
     /// True when a binary value is sealed.
     pub fn is_sealed_bytes(stored: &[u8]) -> bool {
         stored.starts_with(PREFIX.as_bytes())

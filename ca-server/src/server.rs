@@ -346,8 +346,16 @@ pub async fn serve(config: Config) -> Result<()> {
         let issuers = Arc::clone(runtime.issuance.issuers());
         let key_path =
             rotation::root_key_path(&config.data_dir, config.ca.root_key_file.as_deref());
-        let root = rotation::RootSigner::load(issuers.current().default_ca(), &key_path)
-            .with_context(|| format!("the root key for rotation, {}", key_path.display()))?;
+        let root = match rotation::RootSigner::load(&issuers.current(), &key_path) {
+            Ok(root) => root,
+            Err(e) => {
+                tracing::warn!(path = %key_path.display(), error = %format!("{e:#}"), "the root key cannot be used: automatic rotation is off");
+                None
+            }
+        };
+        if root.is_some() {
+            tracing::info!(path = %key_path.display(), "automatic rotation of the issuing CA is on: it signs successors with this root key");
+        }
         background.push(tokio::spawn(rotation::schedule_forever(
             issuers,
             root.map(Arc::new),

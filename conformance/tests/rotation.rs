@@ -903,3 +903,432 @@ async fn the_issuing_ca_rotates_on_schedule() {
         "not before five sixths of the first issuer's life: {switched:?}"
     );
 }
+
+/// Signs `csr` as an issuing CA valid only from next year (openssl 3.0's `x509` cannot set
+/// notBefore; python's `cryptography`, from the suite's virtualenv, can).
+fn sign_not_yet_valid(dir: &Path, csr: &str, ca_cert: &str, ca_key: &str, out: &str) {
+    let python = conformance::workspace_root().join("target/conformance-venv/bin/python");
+    let script = r#"
+import sys, datetime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+csr = x509.load_pem_x509_csr(open(sys.argv[1], 'rb').read())
+ca = x509.load_pem_x509_certificate(open(sys.argv[2], 'rb').read())
+key = serialization.load_pem_private_key(open(sys.argv[3], 'rb').read(), None)
+start = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)
+cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca.subject)
+    .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=30))
+    .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+    .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+    .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
+    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)
+    .sign(key, hashes.SHA256()))
+open(sys.argv[4], 'wb').write(cert.public_bytes(serialization.Encoding.PEM))
+"#;
+    let status = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(&python)
+        .arg("-c")
+        .arg(script)
+        .args([csr, ca_cert, ca_key, out].map(|f| dir.join(f)))
+        .status()
+        .expect("python");
+    assert!(
+        status.success(),
+        "{} signing with a future notBefore",
+        python.display()
+    );
+}
+
+/// Runs SQL on a SQLite ledger with python3's sqlite3 (an attacker with the database file).
+fn sqlite(db: &Path, script: &str, params: &[&str]) {
+    let out = std::process::Command::new("timeout")
+        .args(["30", "python3", "-c"])
+        .arg(format!(
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nargs=sys.argv[2:]\n{script}\nc.commit()"
+        ))
+        .arg(db)
+        .args(params)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Found by attacking the issuer layer: a database writer planted an issuer whose key was stored
+/// in clear (the server used it within seconds, and published its root), and an issuer row could
+/// be re-parented under a foreign root while keeping its sealed key. Both are left out now, and
+/// the server keeps signing with its own issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_rows_altered_in_the_database_are_left_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let server = CaServer::start(&data, &[]);
+    let vault = Vault::connect(&server);
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/web",
+            json!({"allowed_domains": "evil.test", "allow_subdomains": true, "key_type": "any"}),
+        )
+        .await;
+    let own =
+        ski_of(&conformance::openssl::curl_http(&format!("{}/ca/chain.pem", server.http_url())).1);
+
+    // The attacker's hierarchy.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "evil-root.key",
+            "-subj",
+            "/CN=Evil Root",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "evil-root.crt",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "evil.key",
+            "-subj",
+            "/CN=Evil Issuing",
+            "-out",
+            "evil.csr",
+        ],
+    );
+    sign_as_root(
+        dir,
+        "evil.csr",
+        "evil-root.crt",
+        "evil-root.key",
+        "evil.crt",
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "evil.key", "-outform", "DER", "-out", "evil.p8",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509", "-in", "evil.crt", "-outform", "DER", "-out", "evil.der",
+        ],
+    );
+    let evil = ski_of(&std::fs::read_to_string(dir.join("evil.crt")).expect("read"));
+
+    // 1. An issuer whose key is in clear, activated now.
+    sqlite(
+        &data.join("ledger.db"),
+        "import time\nc.execute('insert into ca_issuers(issuer_id,subject,registered_at,certificate,parents_pem,key_sealed,activate_at) values(?,?,?,?,?,?,?)',(args[0],'CN=Evil Issuing',int(time.time()),open(args[1],'rb').read(),open(args[2]).read(),open(args[3],'rb').read(),int(time.time())))",
+        &[
+            &evil,
+            dir.join("evil.der").to_str().expect("utf-8"),
+            dir.join("evil-root.crt").to_str().expect("utf-8"),
+            dir.join("evil.p8").to_str().expect("utf-8"),
+        ],
+    );
+    // 2. A legitimate successor, then re-parented: same key (still sealed), a certificate for it
+    // signed by the attacker's root.
+    let (ok, out, err) = cli(
+        &data,
+        &[],
+        &[
+            "ca",
+            "rotate",
+            "--activate-at",
+            &rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(30)),
+        ],
+    );
+    assert!(ok, "{err}");
+    let successor = out
+        .split_whitespace()
+        .nth(2)
+        .expect("prepared issuer <id>")
+        .trim_end_matches(';')
+        .to_owned();
+    let (ok, listed, _) = cli(&data, &[], &["ca", "list"]);
+    assert!(ok);
+    assert!(listed.contains(&successor), "{listed}");
+    sqlite(
+        &data.join("ledger.db"),
+        "open(args[1]+'.der','wb').write(c.execute('select certificate from ca_issuers where issuer_id=?',(args[0],)).fetchone()[0])",
+        &[&successor, dir.join("successor").to_str().expect("utf-8")],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "successor.der",
+            "-pubkey",
+            "-noout",
+            "-out",
+            "successor.pub",
+        ],
+    );
+    std::fs::write(dir.join("reparent.ext"), ISSUING_EXT).expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-new",
+            "-force_pubkey",
+            "successor.pub",
+            "-subj",
+            "/O=ca-server/CN=ca-server Issuing CA G2",
+            "-CA",
+            "evil-root.crt",
+            "-CAkey",
+            "evil-root.key",
+            "-days",
+            "30",
+            "-extfile",
+            "reparent.ext",
+            "-outform",
+            "DER",
+            "-out",
+            "reparented.der",
+        ],
+    );
+    sqlite(
+        &data.join("ledger.db"),
+        "import time\nc.execute('update ca_issuers set certificate=?, parents_pem=?, activate_at=? where issuer_id=?',(open(args[1],'rb').read(),open(args[2]).read(),int(time.time()),args[0]))",
+        &[
+            &successor,
+            dir.join("reparented.der").to_str().expect("utf-8"),
+            dir.join("evil-root.crt").to_str().expect("utf-8"),
+        ],
+    );
+
+    // Past the server's next re-read of the issuers: neither is used nor published.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let bundle = conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1;
+    let evil_root = std::fs::read_to_string(dir.join("evil-root.crt")).expect("read");
+    assert!(
+        !bundle.contains(evil_root.trim()),
+        "the attacker's root is not published"
+    );
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1);
+    let r = vault
+        .root(
+            "POST",
+            "pki_int/issue/web",
+            json!({"common_name": "a.evil.test"}),
+        )
+        .await;
+    let cert = r.json()["data"]["certificate"]
+        .as_str()
+        .expect("cert")
+        .to_owned();
+    assert_eq!(
+        issuer_of(&cert),
+        own,
+        "still signed by the deployment's own issuer"
+    );
+    let log = server.log().join("\n");
+    assert!(
+        log.contains(&evil) && log.contains("left out"),
+        "the planted row is reported"
+    );
+    assert!(
+        log.contains(&successor) && log.contains("does not open"),
+        "the re-parented row is reported"
+    );
+    // A one-shot command sees the same.
+    let (ok, listed, _) = cli(&data, &[], &["ca", "list"]);
+    assert!(ok);
+    assert!(!listed.contains(&evil), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&own) && l.contains("default")),
+        "{listed}"
+    );
+}
+
+/// Found by attacking the issuer layer: with the root key in the data directory, activating an
+/// issuer under an outside root made every later start fail ("not the key of the root"), and
+/// the schedule would have replaced it with a successor of the local root. Installing a
+/// certificate that cannot work (path length 0, no keyCertSign, not yet valid) was accepted, and
+/// with CRL URLs that do not name the issuer a rotation silently broke revocation checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installing_and_rotating_refuse_what_cannot_work() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let (ok, _, err) = cli(&data, &[], &["init"]);
+    assert!(ok, "{err}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "outside.key",
+            "-subj",
+            "/CN=Outside Root",
+            "-days",
+            "60",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "outside.crt",
+        ],
+    );
+    let install = |cert: &str, extra: &[&str]| {
+        let mut args = vec![
+            "ca",
+            "install-intermediate",
+            "--chain",
+            "outside.crt",
+            "--cert",
+        ];
+        args.push(cert);
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.ends_with(".crt") {
+                    dir.join(a).display().to_string()
+                } else {
+                    (*a).to_owned()
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&data, &[], &refs)
+    };
+    let csr = |name: &str| {
+        let (ok, _, err) = cli(
+            &data,
+            &[],
+            &[
+                "ca",
+                "csr",
+                "--out",
+                dir.join(format!("{name}.csr")).to_str().expect("utf-8"),
+            ],
+        );
+        assert!(ok, "{err}");
+    };
+
+    // Path length 0, and a missing keyCertSign: refused, named.
+    csr("p0");
+    std::fs::write(dir.join("p0.ext"), "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "p0.csr",
+            "-CA",
+            "outside.crt",
+            "-CAkey",
+            "outside.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "p0.ext",
+            "-out",
+            "p0.crt",
+        ],
+    );
+    let (ok, _, err) = install("p0.crt", &[]);
+    assert!(!ok && err.contains("path length 0"), "{err}");
+    csr("noku");
+    std::fs::write(dir.join("noku.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "noku.csr",
+            "-CA",
+            "outside.crt",
+            "-CAkey",
+            "outside.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "noku.ext",
+            "-out",
+            "noku.crt",
+        ],
+    );
+    let (ok, _, err) = install("noku.crt", &[]);
+    assert!(!ok && err.contains("keyCertSign"), "{err}");
+    // Not valid yet: it cannot be made the default now.
+    csr("later");
+    sign_not_yet_valid(dir, "later.csr", "outside.crt", "outside.key", "later.crt");
+    let (ok, _, err) = install("later.crt", &["--activate", "now"]);
+    assert!(!ok && err.contains("not valid before"), "{err}");
+
+    // CRL URLs without {{issuer_id}}: no rotation.
+    let cfg = dir.join("plain-crl.toml");
+    std::fs::write(&cfg, "[ca]\ncrl_urls = [\"http://ca.example/crl\"]\n").expect("write");
+    let (ok, _, err) = cli(
+        &data,
+        &["--config", cfg.to_str().expect("utf-8")],
+        &["ca", "rotate"],
+    );
+    assert!(!ok && err.contains("{{issuer_id}}"), "{err}");
+
+    // An outside root's issuer, activated, with the local root key still here: serve starts,
+    // and the schedule does not replace it with the local root's successor.
+    csr("next");
+    sign_as_root(dir, "next.csr", "outside.crt", "outside.key", "next.crt");
+    let (ok, out, err) = install("next.crt", &["--activate", "now"]);
+    assert!(ok, "{err}");
+    let outside_issuer = out.split_whitespace().nth(2).expect("issuer").to_owned();
+    assert!(data.join("ca/root.key").exists());
+    let server = CaServer::start(&data, &[]);
+    let chain = conformance::openssl::curl_http(&format!("{}/ca/chain.pem", server.http_url())).1;
+    assert_eq!(ski_of(&chain), outside_issuer);
+    let (ok, _, err) = cli(&data, &[], &["ca", "rotate"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("no root key") || err.contains("CSR"),
+        "the outside root must sign: {err}"
+    );
+}

@@ -4,19 +4,12 @@
 //! service-account token, else the JWT being reviewed (Vault's fallback); the API server is trusted
 //! through `kubernetes_ca_cert`, else the pod's `ca.crt`. Neither token is ever logged.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::Error;
-
-/// In-cluster defaults (the pod's own service-account mount).
-const POD_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-const POD_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+use crate::kube::{ApiServer, KubeError, POD_CA, POD_TOKEN};
 
 /// What the API server said about a token.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,22 +37,6 @@ pub async fn review(
     jwt: &str,
     audience: &str,
 ) -> Result<Option<Reviewed>, Error> {
-    let url = host.trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| Error::Invalid("kubernetes_host must be an https:// URL".into()))?;
-    let (authority, base_path) = match rest.split_once('/') {
-        Some((a, p)) => (a, format!("/{p}")),
-        None => (rest, String::new()),
-    };
-    let (hostname, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']'),
-            p.parse::<u16>()
-                .map_err(|_| Error::Invalid("kubernetes_host: bad port".into()))?,
-        ),
-        _ => (authority, 443),
-    };
     let ca_pem = if ca_pem.trim().is_empty() {
         std::fs::read_to_string(POD_CA)
             .map_err(|_| Error::Invalid("kubernetes_ca_cert is required outside a pod".into()))?
@@ -73,25 +50,10 @@ pub async fn review(
             .map(|t| t.trim().to_owned())
             .unwrap_or_else(|_| jwt.to_owned())
     };
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert: rustls::pki_types::CertificateDer<'static> =
-            cert.map_err(|_| Error::Invalid("kubernetes_ca_cert: bad PEM".into()))?;
-        roots
-            .add(cert)
-            .map_err(|_| Error::Invalid("kubernetes_ca_cert: unusable certificate".into()))?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(unavailable)?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let server_name = rustls::pki_types::ServerName::try_from(hostname.to_owned())
-        .map_err(|_| Error::Invalid("kubernetes_host: bad host name".into()))?;
-
+    let api = ApiServer::new(host, &ca_pem).map_err(|e| match e {
+        KubeError::Invalid(m) => Error::Invalid(m.replace("kubernetes host", "kubernetes_host")),
+        e => unavailable(e),
+    })?;
     let body = json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenReview",
@@ -101,43 +63,16 @@ pub async fn review(
         },
     })
     .to_string();
-    let request = hyper::Request::post(format!(
-        "{base_path}/apis/authentication.k8s.io/v1/tokenreviews"
-    ))
-    .header(hyper::header::HOST, authority)
-    .header(hyper::header::CONTENT_TYPE, "application/json")
-    .header(hyper::header::ACCEPT, "application/json")
-    .header(hyper::header::AUTHORIZATION, format!("Bearer {reviewer}"))
-    .body(Full::new(Bytes::from(body)))
-    .map_err(unavailable)?;
-
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect((hostname, port)).await?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(server_name, tcp)
-            .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(std::io::Error::other)?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, bytes))
-    };
-    let (status, bytes) = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let (status, bytes) = api
+        .call(
+            hyper::Method::POST,
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            &reviewer,
+            "application/json",
+            body.into_bytes(),
+            Duration::from_secs(10),
+        )
         .await
-        .map_err(|_| unavailable("timed out"))?
         .map_err(unavailable)?;
     if !status.is_success() {
         // 401/403: our reviewer credential is refused — a configuration problem, not the client's.

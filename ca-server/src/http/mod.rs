@@ -143,7 +143,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             &state.metrics,
             &state.issuance.issuers().current(),
             state.store.as_ref(),
-            state.crl.status(),
+            current_crls(&state),
         )
         .await;
     let openmetrics = headers
@@ -178,6 +178,27 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             r
         }
     }
+}
+
+/// The CRLs this replica keeps current: live issuers' complete CRLs and configured shards (a
+/// former issuer's, or a shard someone asked for by URL, would otherwise look stale forever).
+fn current_crls(state: &AppState) -> Vec<crl::CrlStatus> {
+    let set = state.issuance.issuers().current();
+    let now = time::OffsetDateTime::now_utc();
+    let live: Vec<&str> = set.live(now).map(|m| m.ca.issuer_id()).collect();
+    let shards = state.issuance.issuers().settings().crl_shards;
+    state
+        .crl
+        .status()
+        .into_iter()
+        .filter(|c| live.contains(&c.issuer_id.as_str()))
+        .filter(|c| {
+            c.shard == "all"
+                || c.shard
+                    .parse::<u32>()
+                    .is_ok_and(|k| shards > 1 && k < shards)
+        })
+        .collect()
 }
 
 /// Every root trusted now: the default issuer's, and during a rotation the next issuer's and

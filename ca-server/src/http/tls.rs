@@ -105,7 +105,12 @@ pub async fn renew_forever(
         let lifetime: time::Duration = not_after - not_before;
         let renew_at = not_before + lifetime * 2 / 3;
         let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
-        tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
+        // At least 10 s apart: an issuer near its end truncates every certificate to its own
+        // notAfter, and renewing at two thirds of ever shorter lives would fill the ledger.
+        let wait = Duration::try_from(wait)
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(10));
+        tokio::time::sleep(wait).await;
         match self_issue(&tls, &issuance).await {
             Ok((key, new_validity)) => {
                 resolver.replace(key);

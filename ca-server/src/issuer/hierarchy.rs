@@ -219,7 +219,19 @@ pub fn generate(data_dir: &Path, opts: &GenerateOptions) -> Result<()> {
 
     match &opts.offline_root {
         Some(dir) => {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            for name in ["root.key", "root.crt"] {
+                ensure!(
+                    !dir.join(name).exists(),
+                    "{} exists: the offline root goes into a directory of its own",
+                    dir.join(name).display()
+                );
+            }
             keys::write_secret(&dir.join("root.key"), keys::pkcs8_pem(&root_key).as_bytes())?;
             fs::write(dir.join("root.crt"), root.pem())
                 .with_context(|| format!("writing {}", dir.join("root.crt").display()))?;
@@ -394,7 +406,43 @@ impl LoadedCa {
              clients could not match it to the certificates we issue"
         );
         verify_links(&parsed)?;
+        let top = &parsed[parsed.len() - 1];
+        ensure!(
+            top.subject() == top.issuer(),
+            "the chain ends at {}, which is not a root: its top would be published as a trust \
+             anchor",
+            top.subject()
+        );
         Ok(chain)
+    }
+
+    /// What an issuing CA installed at run time must be, beyond a CA for its key: able to sign
+    /// certificates and CRLs (keyUsage keyCertSign and cRLSign when present), able to sign the
+    /// `ca` profile's subordinates (no path length 0), and not expired.
+    pub fn check_installable(&self, now: OffsetDateTime) -> Result<()> {
+        use x509_parser::prelude::*;
+        let (_, issuing) = X509Certificate::from_der(&self.chain[0])
+            .map_err(|e| anyhow!("parsing the issuing certificate: {e}"))?;
+        if let Ok(Some(ku)) = issuing.key_usage() {
+            ensure!(
+                ku.value.key_cert_sign() && ku.value.crl_sign(),
+                "the certificate's keyUsage lacks keyCertSign or cRLSign: it could not sign \
+                 certificates and CRLs"
+            );
+        }
+        if let Ok(Some(bc)) = issuing.basic_constraints() {
+            ensure!(
+                bc.value.path_len_constraint != Some(0),
+                "the certificate has path length 0: it could not sign the ca profile's \
+                 subordinates; ask for path length 1 or more"
+            );
+        }
+        ensure!(
+            self.not_after > now,
+            "the certificate expired at {}",
+            self.not_after
+        );
+        Ok(())
     }
 
     /// Checks that `chain[0]` is a CA certificate for `key`, that each certificate is signed by

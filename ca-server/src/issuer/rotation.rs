@@ -24,7 +24,7 @@ use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 use super::hierarchy::{self, CaFiles, LoadedCa, parse_certs};
-use super::set::{self, Issuers};
+use super::set::{self, IssuerSet, Issuers};
 use super::{CertificateAuthority, keys, serial};
 
 /// When the default issuer's successor is prepared and activated, as fractions of its lifetime.
@@ -46,28 +46,33 @@ impl std::fmt::Debug for RootSigner {
 }
 
 impl RootSigner {
-    /// The root key at `key_path` (default `<data-dir>/ca/root.key`) for the root at the top of
-    /// `ca`'s chain. None when there is no key file; an error when the key is not that root's.
-    pub fn load(ca: &CertificateAuthority, key_path: &Path) -> Result<Option<Self>> {
+    /// The root key at `key_path` (default `<data-dir>/ca/root.key`), with the root certificate
+    /// it belongs to among the issuers' chains. None when there is no key file, or when it is no
+    /// root of these issuers (warned: rotation then needs `ca rotate` and an outside signature).
+    pub fn load(set: &IssuerSet, key_path: &Path) -> Result<Option<Self>> {
         if !key_path.exists() {
             return Ok(None);
         }
         let pem = std::fs::read_to_string(key_path)
             .with_context(|| format!("reading {}", key_path.display()))?;
         let (key, _) = keys::load_pem(&pem).with_context(|| key_path.display().to_string())?;
-        let root = ca
-            .roots()
-            .first()
-            .ok_or_else(|| anyhow!("the issuing CA has no root"))?
-            .clone();
-        let (_, parsed) = x509_parser::parse_x509_certificate(&root)
-            .map_err(|e| anyhow!("parsing the root: {e}"))?;
-        ensure!(
-            parsed.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
-            "{} is not the key of the root {}",
-            key_path.display(),
-            parsed.subject()
-        );
+        let root = set
+            .members()
+            .iter()
+            .flat_map(|m| {
+                m.ca.chains()
+                    .filter_map(|c| c.last().cloned())
+                    .collect::<Vec<_>>()
+            })
+            .find(|der| {
+                x509_parser::parse_x509_certificate(der).is_ok_and(|(_, c)| {
+                    c.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+                })
+            });
+        let Some(root) = root else {
+            tracing::warn!(path = %key_path.display(), "this root key belongs to none of the issuers' roots: automatic rotation is off");
+            return Ok(None);
+        };
         // Sign as the root: its exact subject and key identifier, as the issuing CA does.
         let loaded = LoadedCa::from_chain(vec![root.clone()], &key, Vec::new())?;
         let params = loaded.issuer_params()?;
@@ -82,6 +87,31 @@ impl RootSigner {
     pub fn certificate(&self) -> &CertificateDer<'static> {
         &self.cert
     }
+}
+
+/// Issuers rotate only when each one's certificates name its own CRL: with `crl_urls` that are
+/// set but carry no `{{issuer_id}}`, the former issuer's certificates would point at the new
+/// issuer's CRL, and revocation checks against them would fail open.
+pub async fn check_crl_urls(issuers: &Issuers) -> Result<()> {
+    let stored: Option<set::Urls> = issuers
+        .store()
+        .setting(set::URLS_SETTING)
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let urls = match stored {
+        Some(u) if !u.crl_distribution_points.is_empty() || !u.issuing_certificates.is_empty() => {
+            u.crl_distribution_points
+        }
+        _ => issuers.settings().crl_urls.clone(),
+    };
+    if urls.is_empty() || urls.iter().all(|u| u.contains("{{issuer_id}}")) {
+        return Ok(());
+    }
+    bail!(
+        "the CRL URLs {urls:?} carry no {{{{issuer_id}}}}: after a change of issuer the former \
+         issuer's certificates would name the new issuer's CRL. Set [ca] crl_urls (or Vault's \
+         config/urls) to e.g. http://<service>/crl/issuer/{{{{issuer_id}}}} first"
+    )
 }
 
 /// `CN` of a successor: the current one with its generation suffix ` G<n>` bumped.
@@ -213,6 +243,7 @@ pub async fn prepare_successor(
     {
         return Ok(Prepared::Exists(existing.ca.issuer_id().to_owned()));
     }
+    check_crl_urls(issuers).await?;
     let seal = issuers
         .seal()
         .ok_or_else(|| anyhow!("the seal key is needed to store a new issuer's key"))?;
@@ -268,6 +299,26 @@ pub async fn tick(issuers: &Issuers, root: Option<&RootSigner>) -> Result<Option
             current.ca.subject()
         );
     };
+    if current.ca.chain().last() != Some(root.certificate()) {
+        bail!(
+            "the issuing CA {} is due for rotation and chains to another root than the key here \
+             signs for: run `ca-server ca rotate` for a CSR its own root signs",
+            current.ca.subject()
+        );
+    }
+    let (_, root_cert) = x509_parser::parse_x509_certificate(root.certificate())
+        .map_err(|e| anyhow!("parsing the root: {e}"))?;
+    let life = current.ca.not_after() - current.ca.not_before();
+    let left = root_cert.validity().not_after.to_datetime() - OffsetDateTime::now_utc();
+    if left < life / 2 {
+        bail!(
+            "the root {} expires in {left}, too soon for a successor as long-lived as the \
+             issuing CA {}: rotate the root (docs/ca-material.md)",
+            root_cert.subject(),
+            current.ca.subject()
+        );
+    }
+    check_crl_urls(issuers).await?;
     match prepare_successor(issuers, root, activate_at).await? {
         Prepared::Made(id) => Ok(Some(id)),
         Prepared::Exists(_) => Ok(None),
@@ -374,7 +425,7 @@ pub async fn install(
         .iter()
         .find_map(|row| {
             let pkcs8 = seal
-                .open_bytes(&set::pending_key_purpose(&row.key_id), &row.key_sealed)
+                .open_sealed_bytes(&set::pending_key_purpose(&row.key_id), &row.key_sealed)
                 .ok()?;
             let key = KeyPair::try_from(&rustls::pki_types::PrivatePkcs8KeyDer::from(
                 pkcs8.as_slice(),
@@ -395,6 +446,18 @@ pub async fn install(
         .collect::<Result<_>>()?;
     let loaded = LoadedCa::from_chain(certs.clone(), &key, alternates)
         .context("checking the signed certificate")?;
+    let now = OffsetDateTime::now_utc();
+    loaded
+        .check_installable(now)
+        .context("checking the signed certificate")?;
+    if let Some(at) = activate_at {
+        ensure!(
+            loaded.not_before.unix_timestamp() <= at.max(now.unix_timestamp()),
+            "the certificate is not valid before {}: activate it then (--activate <time>)",
+            loaded.not_before
+        );
+        check_crl_urls(issuers).await?;
+    }
     // A name given with the CSR (`ca csr --name`, Vault's key_name) carries over.
     let name = name.or_else(|| row.name.clone());
     let issuer_row = set::new_row(&loaded, &key, seal, name, activate_at, None);
@@ -430,7 +493,26 @@ pub async fn activate_now(issuers: &Issuers, reference: &str) -> Result<String> 
         member.ca.issuer_id()
     );
     let id = member.ca.issuer_id().to_owned();
+    if id != set.default_ca().issuer_id() {
+        check_crl_urls(issuers).await?;
+    }
     let now = OffsetDateTime::now_utc().unix_timestamp();
+    // An explicit choice cancels what was scheduled to take over later.
+    for other in set
+        .members()
+        .iter()
+        .filter(|m| m.ca.issuer_id() != id && m.activate_at.is_some_and(|t| t > now))
+    {
+        issuers
+            .store()
+            .update_issuer(
+                other.ca.issuer_id(),
+                other.name.as_deref(),
+                Some(other.ca.leaf_not_after().as_str()),
+                None,
+            )
+            .await?;
+    }
     // Strictly after every earlier activation, so it wins the "activated last" rule.
     let latest = set
         .members()

@@ -125,18 +125,19 @@ impl IssuerSet {
         })
     }
 
-    /// The trust anchors to publish: the top of every chain (primary and alternate) of every
-    /// issuer whose certificate has not expired, each once, the default issuer's first.
+    /// The trust anchors to publish: the top of every chain (primary and alternate) of the
+    /// default issuer, the next one, and former defaults whose certificate has not expired, each
+    /// once, the default's first. An issuer installed but never scheduled publishes nothing yet.
     pub fn roots(&self, now: OffsetDateTime) -> Vec<CertificateDer<'static>> {
         let mut order: Vec<&Member> = vec![self.default_member()];
         order.extend(
             self.members
                 .iter()
-                .filter(|m| m.standing != Standing::Default),
+                .filter(|m| m.standing != Standing::Default && activation(m).is_some()),
         );
         let mut out: Vec<CertificateDer<'static>> = Vec::new();
         for m in order {
-            if m.ca.not_after() <= now {
+            if m.ca.not_after() <= now && m.standing != Standing::Default {
                 continue;
             }
             for chain in m.ca.chains() {
@@ -176,25 +177,40 @@ impl IssuerSet {
     }
 }
 
-/// The default at `now`: the issuer activated last among those activated already. Within one
-/// second an explicit activation wins over the data directory's implicit one, then the issuer
-/// registered later.
-fn choose_default(members: &[Member], now: i64) -> usize {
-    let activation = |m: &Member| match (m.activate_at, m.in_files) {
+/// When an issuer was (or will be) made the default: its activation time, or for the data
+/// directory's issuer its registration. None: installed, never activated.
+fn activation(m: &Member) -> Option<(i64, bool)> {
+    match (m.activate_at, m.in_files) {
         (Some(t), _) => Some((t, true)),
         (None, true) => Some((m.registered_at, false)),
         (None, false) => None,
+    }
+}
+
+/// Whether an issuer's certificate is valid at `now`.
+fn valid_at(m: &Member, now: i64) -> bool {
+    m.ca.not_before().unix_timestamp() <= now && now < m.ca.not_after().unix_timestamp()
+}
+
+/// The default at `now`: the issuer activated last among those activated already and valid now
+/// (an expired or not-yet-valid certificate never signs). Within one second an explicit
+/// activation wins over the data directory's implicit one, then the issuer registered later.
+fn choose_default(members: &[Member], now: i64) -> usize {
+    let pick = |valid_only: bool| {
+        members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !valid_only || valid_at(m, now))
+            .filter_map(|(i, m)| {
+                activation(m)
+                    .filter(|(t, _)| *t <= now)
+                    .map(|(t, explicit)| (t, explicit, m.registered_at, i))
+            })
+            .max()
+            .map(|(_, _, _, i)| i)
     };
-    members
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            activation(m)
-                .filter(|(t, _)| *t <= now)
-                .map(|(t, explicit)| (t, explicit, m.registered_at, i))
-        })
-        .max()
-        .map(|(_, _, _, i)| i)
+    pick(true)
+        .or_else(|| pick(false))
         .unwrap_or_else(|| members.iter().position(|m| m.in_files).unwrap_or(0))
 }
 
@@ -241,9 +257,26 @@ impl std::fmt::Debug for Issuers {
     }
 }
 
-/// The seal purpose of an issuer's key: a sealed key copied to another issuer's row does not open.
-pub fn key_purpose(issuer_id: &str) -> String {
-    format!("ca-issuer-key:{issuer_id}")
+/// The seal purpose of an issuer's key, bound to the issuer's whole material: its id, its
+/// certificate, its parents and its alternate chains. A sealed key copied to another row, or a
+/// row whose certificate or chains were replaced (an issuer re-parented under another root),
+/// does not open.
+pub fn key_purpose(row: &IssuerRow) -> String {
+    let mut material = Vec::new();
+    for part in [
+        row.certificate.as_deref().unwrap_or_default(),
+        row.parents_pem.as_deref().unwrap_or_default().as_bytes(),
+        row.alternates_pem.as_deref().unwrap_or_default().as_bytes(),
+    ] {
+        material.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        material.extend_from_slice(part);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &material);
+    format!(
+        "ca-issuer-key:{}:{}",
+        row.issuer_id,
+        super::hierarchy::hex(digest.as_ref())
+    )
 }
 
 /// The seal purpose of a pending key.
@@ -423,12 +456,22 @@ fn build_members(
             let key = key_from_pkcs8(&files.pkcs8)?;
             CertificateAuthority::new(files.loaded.clone(), key, settings.clone(), leaf)?
         } else {
-            match held_issuer(row, seal)? {
-                Some((loaded, key)) => {
-                    CertificateAuthority::new(loaded, key, settings.clone(), leaf)?
+            // One unusable row (altered, foreign, damaged) is left out, loudly; it does not stop
+            // the other issuers.
+            let built = held_issuer(row, seal).and_then(|held| {
+                held.map(|(loaded, key)| {
+                    CertificateAuthority::new(loaded, key, settings.clone(), leaf)
+                })
+                .transpose()
+            });
+            match built {
+                Ok(Some(ca)) => ca,
+                Ok(None) => {
+                    tracing::error!(issuer_id = %row.issuer_id, "an issuer row without a certificate and sealed key, and not this data directory's issuer: left out");
+                    continue;
                 }
-                None => {
-                    tracing::debug!(issuer_id = %row.issuer_id, "an issuer registered without its material here; not used");
+                Err(e) => {
+                    tracing::error!(issuer_id = %row.issuer_id, error = %format!("{e:#}"), "an issuer row that cannot be used: left out");
                     continue;
                 }
             }
@@ -485,8 +528,14 @@ fn held_issuer(row: &IssuerRow, seal: Option<&Seal>) -> Result<Option<(LoadedCa,
         )
     })?;
     let pkcs8 = seal
-        .open_bytes(&key_purpose(&row.issuer_id), sealed)
-        .with_context(|| format!("opening issuer {}'s key", row.issuer_id))?;
+        .open_sealed_bytes(&key_purpose(row), sealed)
+        .with_context(|| {
+            format!(
+                "issuer {}: its key does not open with this seal key for this certificate and \
+                 chain (altered or foreign row)",
+                row.issuer_id
+            )
+        })?;
     let key = key_from_pkcs8(&pkcs8)?;
     let mut chain = vec![CertificateDer::from(cert.clone())];
     if let Some(parents) = &row.parents_pem {
@@ -520,7 +569,7 @@ pub fn new_row(
         .iter()
         .map(|c| hierarchy::to_pem(c))
         .collect();
-    IssuerRow {
+    let mut row = IssuerRow {
         issuer_id: loaded.issuer_id.clone(),
         subject: loaded.subject.clone(),
         registered_at: OffsetDateTime::now_utc().unix_timestamp(),
@@ -528,10 +577,12 @@ pub fn new_row(
         parents_pem: (!parents.is_empty()).then_some(parents),
         alternates_pem: (!alternates.is_empty())
             .then(|| serde_json::to_string(&alternates).unwrap_or_default()),
-        key_sealed: Some(seal.seal_bytes(&key_purpose(&loaded.issuer_id), &key.serialize_der())),
+        key_sealed: None,
         name,
         leaf_not_after_behavior: None,
         activate_at,
         successor_of,
-    }
+    };
+    row.key_sealed = Some(seal.seal_bytes(&key_purpose(&row), &key.serialize_der()));
+    row
 }

@@ -552,7 +552,7 @@ pub async fn generate_intermediate(
             .seal()
             .ok_or_else(|| VaultError::internal("exporting a key", "no seal key"))?;
         let pkcs8 = seal
-            .open_bytes(&set::pending_key_purpose(&row.key_id), &row.key_sealed)
+            .open_sealed_bytes(&set::pending_key_purpose(&row.key_id), &row.key_sealed)
             .map_err(|e| VaultError::internal("exporting a key", e))?;
         body["private_key"] = json!(pem_block("PRIVATE KEY", &pkcs8).trim_end());
         body["private_key_type"] = json!("ec");
