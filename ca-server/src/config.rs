@@ -43,6 +43,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bounds on connections and requests.
     pub limits: crate::http::limit::Limits,
+    /// Publishing the trust bundle into the cluster.
+    pub trust: crate::trust::TrustConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             limits: crate::http::limit::Limits::default(),
+            trust: crate::trust::TrustConfig::default(),
         }
     }
 }

@@ -341,6 +341,12 @@ pub async fn serve(config: Config) -> Result<()> {
         )),
         tokio::spawn(Arc::clone(runtime.issuance.issuers()).refresh_forever()),
     ];
+    if config.trust.enabled() {
+        background.push(tokio::spawn(crate::trust::publish_forever(
+            Arc::clone(runtime.issuance.issuers()),
+            config.trust.clone(),
+        )));
+    }
     if config.ca.auto_rotate {
         use crate::issuer::rotation;
         let issuers = Arc::clone(runtime.issuance.issuers());

@@ -314,3 +314,172 @@ impl TokenReviewServer {
         }
     }
 }
+
+/// A request the API server double received: method, path with query, `Content-Type`,
+/// `Authorization`, and the body as JSON.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Authorization`.
+    pub authorization: String,
+    /// The body (JSON; server-side apply bodies are JSON-as-YAML).
+    pub body: serde_json::Value,
+}
+
+/// Test double for the API server's object writes (no API server runs on these machines):
+/// accepts server-side apply `PATCH`es from callers presenting `Bearer <token>` (else 401, as the
+/// API server answers), records them, and answers 200 with the object, as the API server does.
+pub struct ApiServerDouble {
+    /// Where it listens (127.0.0.1).
+    pub addr: std::net::SocketAddr,
+    /// Its self-signed certificate, PEM (the "cluster CA").
+    pub ca_pem: String,
+    /// Every request that presented the right token, in order.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<ApiRequest>>>,
+    /// The token callers must present; change it to see a caller re-read its token file.
+    pub token: std::sync::Arc<std::sync::Mutex<String>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ApiServerDouble {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl ApiServerDouble {
+    /// Starts on 127.0.0.1 with a fresh self-signed certificate.
+    pub async fn start(token: &str) -> Self {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        use hyper_util::rt::TokioIo;
+        use std::sync::{Arc, Mutex};
+
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap_or_else(|e| panic!("params: {e}"));
+        let cert = params
+            .self_signed(&key)
+            .unwrap_or_else(|e| panic!("cert: {e}"));
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("tls: {e}"))
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap_or_else(|e| panic!("tls cert: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let requests: Arc<Mutex<Vec<ApiRequest>>> = Arc::default();
+        let expected = Arc::new(Mutex::new(token.to_owned()));
+        let (log, want) = (Arc::clone(&requests), Arc::clone(&expected));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, log, want) = (acceptor.clone(), Arc::clone(&log), Arc::clone(&want));
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (log, want) = (Arc::clone(&log), Arc::clone(&want));
+                            async move {
+                                let header = |name: hyper::header::HeaderName| {
+                                    req.headers()
+                                        .get(name)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or_default()
+                                        .to_owned()
+                                };
+                                let authorization = header(hyper::header::AUTHORIZATION);
+                                let content_type = header(hyper::header::CONTENT_TYPE);
+                                let method = req.method().to_string();
+                                let path = req
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let expected = want
+                                    .lock()
+                                    .map(|t| format!("Bearer {t}"))
+                                    .unwrap_or_default();
+                                let (status, doc) = if authorization != expected {
+                                    (
+                                        401,
+                                        json!({"kind": "Status", "code": 401, "message": "Unauthorized"}),
+                                    )
+                                } else {
+                                    let body: serde_json::Value =
+                                        serde_json::from_slice(&body).unwrap_or_default();
+                                    if let Ok(mut l) = log.lock() {
+                                        l.push(ApiRequest {
+                                            method,
+                                            path,
+                                            content_type,
+                                            authorization,
+                                            body: body.clone(),
+                                        });
+                                    }
+                                    (200, body)
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(doc.to_string())))
+                                        .unwrap_or_default(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            ca_pem: cert.pem(),
+            requests,
+            token: expected,
+            task: Some(task),
+        }
+    }
+
+    /// The requests received so far whose path starts with `prefix`.
+    pub fn received(&self, prefix: &str) -> Vec<ApiRequest> {
+        self.requests
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|q| q.path.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -222,6 +222,8 @@ CONFIG_KEYS = {
     "ca.limits.max_sans", "ca.limits.max_san_bytes", "ca.auto_rotate", "ca.root_key_file",
     "limits.max_connections", "limits.max_in_flight", "limits.header_read_timeout",
     "limits.max_concurrent_streams",
+    "trust.configmap_namespace", "trust.cluster_trust_bundle", "trust.cluster_trust_bundle_version",
+    "trust.kubernetes_api", "trust.kubernetes_ca_file", "trust.kubernetes_token_file",
     "acme.enabled", "acme.external_url", "acme.terms_of_service", "acme.website",
     "acme.require_eab", "acme.profiles", "acme.default_profile", "acme.order_lifetime",
     "acme.challenge_wait", "acme.policy.allowed_domains", "acme.policy.allowed_ip_ranges",
