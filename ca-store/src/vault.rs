@@ -42,6 +42,8 @@ pub trait VaultStore: Send + Sync + 'static {
     async fn token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>, Error>;
     /// Deletes the token with this accessor and all its descendants; returns how many.
     async fn revoke_token_tree(&self, accessor: &str) -> Result<u64, Error>;
+    /// Deletes the token with this accessor only; its children lose their parent (orphans).
+    async fn revoke_token_orphaning(&self, accessor: &str) -> Result<u64, Error>;
     /// Sets a live token's expiry (a renewal); false when it is unknown or already expired.
     async fn renew_token(&self, accessor: &str, expires_at: i64, now: i64) -> Result<bool, Error>;
     /// Deletes tokens that expired before `now`.
@@ -130,6 +132,16 @@ macro_rules! impl_vault_store {
                 qb.push_bind(expires_at).push(" WHERE accessor = ").push_bind(accessor.to_owned())
                     .push(" AND expires_at > ").push_bind(now);
                 Ok(qb.build().execute(&mut *self.write_conn().await?).await?.rows_affected() == 1)
+            }
+
+            async fn revoke_token_orphaning(&self, accessor: &str) -> Result<u64, $crate::Error> {
+                let mut conn = self.write_conn().await?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE vault_tokens SET parent_accessor = NULL WHERE parent_accessor = ");
+                qb.push_bind(accessor.to_owned());
+                qb.build().execute(&mut *conn).await?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM vault_tokens WHERE accessor = ");
+                qb.push_bind(accessor.to_owned());
+                Ok(qb.build().execute(&mut *conn).await?.rows_affected())
             }
 
             async fn purge_tokens(&self, now: i64) -> Result<u64, $crate::Error> {

@@ -176,6 +176,9 @@ async fn status_mounts_and_policies() {
     let detailed = bao.json(&["auth", "list"]);
     assert_eq!(detailed["kubernetes/"]["type"], "kubernetes");
 
+    // Scripts that rotate the CRL.
+    bao.ok(&["read", "pki_int/crl/rotate"]);
+
     // Tuning a PKI mount (what SPIRE's docs ask for) is stored and read back.
     bao.ok(&["secrets", "tune", "-max-lease-ttl=8760h", "pki_int"]);
     let tune = bao.json(&["read", "sys/mounts/pki_int/tune"]);
@@ -442,6 +445,58 @@ async fn tokens_roles_and_logins() {
     let out = bao.run_as(Some(&tok3), &["token", "revoke", "-self"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(bao.run(&["token", "lookup", &tok3]).code, 2);
+
+    // What the server does not make is refused, not silently ignored (found by reading the
+    // docs against the CLI: a -use-limit=2 token worked four times).
+    for refused in [
+        vec!["token", "create", "-policy=web", "-use-limit=2"],
+        vec!["token", "create", "-policy=web", "-period=1h"],
+        vec!["token", "create", "-policy=web", "-type=batch"],
+        vec!["token", "create", "-policy=web", "-metadata=role=admin"],
+    ] {
+        let out = bao.run(&refused);
+        assert_eq!(
+            out.code, 2,
+            "{refused:?} is refused: {}{}",
+            out.stdout, out.stderr
+        );
+    }
+    let out = bao.run(&[
+        "write",
+        "auth/approle/role/cidr",
+        "token_policies=web",
+        "token_bound_cidrs=10.0.0.0/8",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("token_bound_cidrs"), "{}", out.stderr);
+
+    // revoke -mode=orphan: the token goes, its children stay, as orphans.
+    vault
+        .policy(
+            "mint",
+            "path \"auth/token/create\" {\n  capabilities = [\"update\"]\n}\n",
+        )
+        .await;
+    let parent = bao.json(&["token", "create", "-policy=web", "-policy=mint"]);
+    let parent_token = parent["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let child = bao.run_with(
+        Some(&parent_token),
+        &["token", "create", "-policy=web"],
+        true,
+    );
+    assert_eq!(child.code, 0, "{}", child.stderr);
+    let child: Value = serde_json::from_str(&child.stdout).expect("json");
+    let child_token = child["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    bao.ok(&["token", "revoke", "-mode=orphan", &parent_token]);
+    assert_eq!(bao.run(&["token", "lookup", &parent_token]).code, 2);
+    let orphan = bao.json(&["token", "lookup", &child_token]);
+    assert_eq!(orphan["data"]["orphan"], true, "{orphan}");
 
     // Token roles: a role's tokens get only its allowed policies.
     bao.ok(&[

@@ -318,7 +318,7 @@ async fn root_tokens_come_only_from_the_operator() {
         "orphans escape the tree: sudo only: {}",
         r.text()
     );
-    // Metadata cannot claim a workload identity.
+    // Metadata cannot claim a workload identity: refused, not silently dropped.
     let r = vault
         .call(
             "POST",
@@ -327,8 +327,12 @@ async fn root_tokens_come_only_from_the_operator() {
             Some(json!({"meta": {"auth_method": "kubernetes", "service_account_namespace": "kube-system", "service_account_name": "admin"}})),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["auth"]["metadata"], json!({}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        errors(&r)[0].contains("meta is not accepted"),
+        "{}",
+        r.text()
+    );
 
     // The root token is revocable; the operator mints another on purpose.
     let r = vault

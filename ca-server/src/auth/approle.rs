@@ -21,6 +21,9 @@ pub struct AppRole {
     pub token_policies: Vec<String>,
     /// TTL of its tokens, seconds (0: the default).
     pub token_ttl: u64,
+    /// Longest any of its tokens may live, renewals included, seconds (0: 768h).
+    #[serde(default)]
+    pub token_max_ttl: u64,
     /// Lifetime of secret IDs, seconds (0: no expiry).
     pub secret_id_ttl: u64,
     /// Uses of a secret ID (0: unlimited).
@@ -37,6 +40,7 @@ impl Default for AppRole {
             role_id: String::new(),
             token_policies: Vec::new(),
             token_ttl: 0,
+            token_max_ttl: 0,
             secret_id_ttl: 0,
             secret_id_num_uses: 0,
             bind_secret_id: true,
@@ -156,7 +160,8 @@ impl Auth {
             meta,
             ttl: (role.token_ttl > 0).then(|| std::time::Duration::from_secs(role.token_ttl)),
             no_default_policy: false,
-            explicit_max_ttl: None,
+            explicit_max_ttl: (role.token_max_ttl > 0)
+                .then(|| std::time::Duration::from_secs(role.token_max_ttl)),
             renewable: true,
         })
     }

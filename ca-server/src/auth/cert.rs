@@ -26,6 +26,9 @@ pub struct CertRole {
     pub token_policies: Vec<String>,
     /// TTL of its tokens, seconds (0: the default).
     pub token_ttl: u64,
+    /// Longest any of its tokens may live, renewals included, seconds (0: 768h).
+    #[serde(default)]
+    pub token_max_ttl: u64,
 }
 
 impl super::AuthRole for CertRole {
@@ -118,7 +121,8 @@ impl Auth {
                     ttl: (role.token_ttl > 0)
                         .then(|| std::time::Duration::from_secs(role.token_ttl)),
                     no_default_policy: false,
-                    explicit_max_ttl: None,
+                    explicit_max_ttl: (role.token_max_ttl > 0)
+                        .then(|| std::time::Duration::from_secs(role.token_max_ttl)),
                     renewable: true,
                 });
             }

@@ -391,6 +391,18 @@ impl Auth {
             .map(Caller::from_row))
     }
 
+    /// Revokes a token alone: its children become orphans (Vault's `revoke-orphan`).
+    pub async fn revoke_orphaning(&self, accessor: &str) -> Result<u64, Error> {
+        let n = self.store.revoke_token_orphaning(accessor).await?;
+        self.cache.forget_tokens();
+        tracing::info!(
+            accessor,
+            revoked = n,
+            "token revoked; its children are orphans now"
+        );
+        Ok(n)
+    }
+
     /// Revokes a token and every token below it. Returns how many were revoked.
     pub async fn revoke(&self, accessor: &str) -> Result<u64, Error> {
         let n = self.store.revoke_token_tree(accessor).await?;

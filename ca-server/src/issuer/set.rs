@@ -365,10 +365,12 @@ impl Issuers {
     /// Re-reads the issuers; rebuilds them when the database changed and re-decides the
     /// default from the clock. Returns the default issuer's id when it changed.
     pub async fn refresh(&self) -> Result<Option<String>> {
+        // One refresh at a time, each reading the set as the previous one left it: a refresh
+        // that read `before` early could otherwise keep stale members under a new fingerprint.
+        let mut source = self.source.lock().await;
         let (rows, urls) = read_source(self.store.as_ref()).await?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let before = self.current();
-        let mut source = self.source.lock().await;
         let print = fingerprint(&rows, &urls);
         let members = if *source == print {
             before.members.clone()

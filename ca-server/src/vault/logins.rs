@@ -59,16 +59,54 @@ async fn login(state: &VaultState, spec: TokenSpec) -> Result<Response, VaultErr
     Ok(envelope(None, vec![], Some(auth_object(&token, &caller))))
 }
 
-/// Vault accepts `policies` and `ttl` on auth roles as aliases of `token_policies` and
-/// `token_ttl`.
-fn with_token_aliases(data: &Map<String, Value>) -> Map<String, Value> {
+/// Vault accepts `policies`, `ttl` and `max_ttl` on auth roles as aliases of `token_policies`,
+/// `token_ttl` and `token_max_ttl`. Token settings this server does not apply are refused rather
+/// than stored and ignored.
+fn with_token_aliases(data: &Map<String, Value>) -> Result<Map<String, Value>, VaultError> {
     let mut data = data.clone();
-    for (alias, field) in [("policies", "token_policies"), ("ttl", "token_ttl")] {
+    for (alias, field) in [
+        ("policies", "token_policies"),
+        ("ttl", "token_ttl"),
+        ("max_ttl", "token_max_ttl"),
+    ] {
         if let Some(v) = data.get(alias).cloned() {
             data.entry(field).or_insert(v);
         }
     }
-    data
+    let set = |k: &str| match data.get(k) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty() && s != "0" && s != "0s",
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::Bool(b)) => *b,
+        Some(_) => true,
+    };
+    for unsupported in [
+        "token_bound_cidrs",
+        "secret_id_bound_cidrs",
+        "bound_cidrs",
+        "token_period",
+        "period",
+        "token_num_uses",
+        "token_explicit_max_ttl",
+        "token_no_default_policy",
+    ] {
+        if set(unsupported) {
+            return Err(VaultError::bad_request(format!(
+                "{unsupported} is not supported by this server (docs/vault-api.md)"
+            )));
+        }
+    }
+    match string_field(&data, "token_type").as_str() {
+        "" | "service" | "default-service" | "default" => {}
+        other => {
+            return Err(VaultError::bad_request(format!(
+                "token_type {:?}: only service tokens are made here",
+                crate::policy::shorten(other)
+            )));
+        }
+    }
+    Ok(data)
 }
 
 fn seconds(data: &Map<String, Value>, key: &str) -> Result<u64, VaultError> {
@@ -114,7 +152,7 @@ async fn crud<T: AuthRole>(
     let name = call.param(0);
     match call.op {
         Operation::Write => {
-            let role = build(&with_token_aliases(&call.data))?;
+            let role = build(&with_token_aliases(&call.data)?)?;
             state.auth.put_role(&call.mount, name, role).await?;
             no_content()
         }
@@ -207,6 +245,7 @@ async fn kubernetes_role(
                 audience: string_field(d, "audience"),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
+                token_max_ttl: seconds(d, "token_max_ttl")?,
             })
         },
         |role| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),
@@ -249,6 +288,7 @@ async fn approle_role(
                 role_id: uuid::Uuid::new_v4().to_string(),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
+                token_max_ttl: seconds(d, "token_max_ttl")?,
                 secret_id_ttl: seconds(d, "secret_id_ttl")?,
                 secret_id_num_uses: int_field(d, "secret_id_num_uses", 0)?,
                 bind_secret_id: bool_field(d, "bind_secret_id", true)?,
@@ -340,6 +380,7 @@ async fn cert_role(
                 allowed_common_names: list_field(d, "allowed_common_names"),
                 token_policies: list_field(d, "token_policies"),
                 token_ttl: seconds(d, "token_ttl")?,
+                token_max_ttl: seconds(d, "token_max_ttl")?,
             })
         },
         |role| with_policies_alias(serde_json::to_value(role).unwrap_or_default()),

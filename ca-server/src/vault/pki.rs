@@ -53,6 +53,7 @@ pub static ROUTES: &[Route] = &[
     token!("issuer/+", ops::CRUD, pki_issuers::issuer),
     token!("certs", ops::LIST, certs),
     token!("certs/revoked", ops::LIST, pki_issuers::revoked),
+    token!("crl/rotate", ops::READ, pki_issuers::rotate_crl),
     token!(
         "config/issuers",
         ops::READ_WRITE,
@@ -360,6 +361,41 @@ async fn list_roles(
     list_response(state.store.object_names(ROLE_KIND, &call.mount).await?)
 }
 
+/// The role fields [`update_role`] reads.
+const ROLE_FIELDS: &[&str] = &[
+    "ttl",
+    "max_ttl",
+    "allow_localhost",
+    "allowed_domains",
+    "allow_bare_domains",
+    "allow_subdomains",
+    "allow_glob_domains",
+    "allow_wildcard_certificates",
+    "allow_any_name",
+    "enforce_hostnames",
+    "allow_ip_sans",
+    "allowed_uri_sans",
+    "allowed_other_sans",
+    "server_flag",
+    "client_flag",
+    "ext_key_usage",
+    "key_type",
+    "key_bits",
+    "require_cn",
+    "use_csr_common_name",
+    "use_csr_sans",
+    "not_before_duration",
+    "organization",
+    "ou",
+    "country",
+    "locality",
+    "province",
+    "no_store",
+    "profile",
+    "spiffe_from_identity",
+    "trust_domain",
+];
+
 /// Applies the fields present in `data` (Vault's loose forms) to a role.
 fn update_role(role: &mut Role, data: &Map<String, Value>) -> Result<(), VaultError> {
     macro_rules! b {
@@ -452,13 +488,30 @@ async fn role(state: &VaultState, call: &Call, _: &Authorized) -> Result<Respons
                 None => Role::default(),
             };
             update_role(&mut role, &call.data)?;
+            // As Vault does, unknown parameters are named in a warning (a role copied from Vault
+            // carries fields this server has no use for).
+            let mut ignored: Vec<&str> = call
+                .data
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !ROLE_FIELDS.contains(k))
+                .collect();
+            ignored.sort_unstable();
+            let warnings = if ignored.is_empty() {
+                vec![]
+            } else {
+                vec![format!(
+                    "Endpoint ignored these unrecognized parameters: [{}]",
+                    ignored.join(" ")
+                )]
+            };
             let body = serde_json::to_string(&role).map_err(|e| VaultError::internal("role", e))?;
             state
                 .store
                 .put_object(ROLE_KIND, mount, name, &body, now())
                 .await?;
             state.auth.cache.put_object(ROLE_KIND, mount, name, &body);
-            Ok(envelope(Some(role_json(&role)), vec![], None))
+            Ok(envelope(Some(role_json(&role)), warnings, None))
         }
         Operation::Read => {
             let role = load_role(state, mount, name)

@@ -367,6 +367,30 @@ pub async fn sign_intermediate(
             )));
         }
     }
+    // What this server does not put into subordinate CAs is refused, not ignored.
+    for unsupported in [
+        "permitted_ip_ranges",
+        "excluded_ip_ranges",
+        "permitted_email_addresses",
+        "excluded_email_addresses",
+        "permitted_uri_domains",
+        "excluded_uri_domains",
+        "skid",
+        "key_usage",
+        "ext_key_usage",
+        "other_sans",
+    ] {
+        if !list_field(data, unsupported).is_empty() {
+            return Err(VaultError::bad_request(format!(
+                "{unsupported} is not supported for subordinate CAs here (docs/vault-api.md)"
+            )));
+        }
+    }
+    if bool_field(data, "use_pss", false)? {
+        return Err(VaultError::bad_request(
+            "use_pss: PSS signatures are not made here",
+        ));
+    }
     let format = string_field(data, "format");
     if !["", "pem", "der", "pem_bundle"].contains(&format.as_str()) {
         return Err(VaultError::bad_request(
@@ -439,6 +463,12 @@ pub async fn sign_intermediate(
         });
     }
     req.lifetime = duration_field(data, "ttl")?.filter(|d| !d.is_zero());
+    if let Some(t) = Some(string_field(data, "not_after")).filter(|s| !s.is_empty()) {
+        req.not_after = Some(
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| VaultError::bad_request("not_after must be an RFC 3339 timestamp"))?,
+        );
+    }
     if let Some(max) = super::sys::max_lease_ttl(state, &call.mount).await? {
         let max = std::time::Duration::from_secs(max);
         let wanted = req
@@ -576,8 +606,9 @@ pub async fn set_signed(
     let installed = rotation::install(state.issuance.issuers(), &bundle, None, &[], None, None)
         .await
         .map_err(|e| VaultError::bad_request(format!("{e:#}")))?;
+    // Issuers are their own key ids here (issuer/<ref> reports key_id = issuer_id).
     let mut mapping = serde_json::Map::new();
-    mapping.insert(installed.issuer_id.clone(), json!(installed.key_id));
+    mapping.insert(installed.issuer_id.clone(), json!(installed.issuer_id));
     Ok(envelope(
         Some(json!({
             "imported_issuers": [installed.issuer_id], "imported_keys": null,
@@ -612,4 +643,14 @@ pub async fn revoked(state: &VaultState, _: &Call, _: &Authorized) -> Result<Res
     }
     keys.sort();
     list_response(keys)
+}
+
+/// `crl/rotate`: the CRLs are rebuilt now (they are anyway after every revocation).
+pub async fn rotate_crl(
+    state: &VaultState,
+    _: &Call,
+    _: &Authorized,
+) -> Result<Response, VaultError> {
+    state.crl.invalidate();
+    Ok(envelope(Some(json!({"success": true})), vec![], None))
 }

@@ -19,7 +19,7 @@ pub static ROUTES: &[Route] = &[
     token!("create-orphan", ops::WRITE, create_orphan),
     token!("revoke-self", ops::WRITE, revoke_self),
     token!("revoke", ops::WRITE, revoke),
-    token!("revoke-orphan", ops::WRITE, revoke),
+    token!("revoke-orphan", ops::WRITE, revoke_orphan),
     token!("revoke-accessor", ops::WRITE, revoke_accessor),
     token!("lookup", ops::READ_WRITE, lookup),
     token!("lookup-accessor", ops::WRITE, lookup_accessor),
@@ -83,6 +83,42 @@ async fn lookup_self(
 }
 
 fn spec(call: &Call) -> Result<TokenSpec, VaultError> {
+    let data = &call.data;
+    // What this server does not make is refused, not ignored (the CLI sends the defaults).
+    if duration_field(data, "period")?.is_some_and(|d| !d.is_zero()) {
+        return Err(VaultError::bad_request(
+            "periodic tokens are not supported; use explicit_max_ttl and renew",
+        ));
+    }
+    if int_field(data, "num_uses", 0)? != 0 {
+        return Err(VaultError::bad_request(
+            "use-limited tokens (num_uses) are not supported",
+        ));
+    }
+    match string_field(data, "type").as_str() {
+        "" | "service" | "default" => {}
+        other => {
+            return Err(VaultError::bad_request(format!(
+                "token type {:?}: only service tokens are made here",
+                crate::policy::shorten(other)
+            )));
+        }
+    }
+    for refused in ["id", "entity_alias"] {
+        if !string_field(data, refused).is_empty() {
+            return Err(VaultError::bad_request(format!(
+                "{refused} is not accepted: token values and entities are the server's to choose"
+            )));
+        }
+    }
+    if data
+        .get("meta")
+        .is_some_and(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        return Err(VaultError::bad_request(
+            "meta is not accepted: a token's metadata carries the identity a login established",
+        ));
+    }
     Ok(TokenSpec {
         policies: list_field(&call.data, "policies"),
         display_name: match string_field(&call.data, "display_name") {
@@ -154,6 +190,20 @@ async fn by_accessor(state: &VaultState, call: &Call) -> Result<Caller, VaultErr
 async fn revoke(state: &VaultState, call: &Call, _: &Authorized) -> Result<Response, VaultError> {
     let target = named_token(state, call).await?;
     state.auth.revoke(&target.accessor).await?;
+    no_content()
+}
+
+/// `revoke-orphan` (sudo): revokes the token alone; its children become orphans, as Vault does.
+async fn revoke_orphan(
+    state: &VaultState,
+    call: &Call,
+    who: &Authorized,
+) -> Result<Response, VaultError> {
+    if !who.sudo() {
+        return Err(VaultError::permission_denied());
+    }
+    let target = named_token(state, call).await?;
+    state.auth.revoke_orphaning(&target.accessor).await?;
     no_content()
 }
 
