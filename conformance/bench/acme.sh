@@ -45,9 +45,16 @@ curl -sSf --max-time 20 "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundl
 load() {
   local pid=$1 name=$2
   shift 2
-  local label="${*: -1}"
-  run_bounded "$label" $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" \
-    --csr-dir "$work/csr" --seconds "$DURATION" "$@" || true
+  local label="${*: -1}" before n
+  before=$(cpu_seconds "$pid")
+  if run_bounded "$label" $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" \
+      --csr-dir "$work/csr" --seconds "$DURATION" "$@" > "$work/load.json"; then
+    cat "$work/load.json"
+    n=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["issuances"])' < "$work/load.json")
+    cpu_per_op "$label: server CPU per issuance" "$pid" "$before" "$n"
+  else
+    cat "$work/load.json"
+  fi
   if ! alive "$pid"; then
     echo "{\"label\": \"$name\", \"crashed\": true}"
     exit 1

@@ -13,6 +13,9 @@
 #   timed OUT N CURL_ARGS…        N requests; each must answer 200 (else a message, return 1);
 #                                 prints each time_total; the last body is left in OUT
 #   summary                       median/p90/max of the times on stdin, in ms
+#   cpu_seconds PID               the process's CPU time so far (user + system), in seconds
+#   cpu_per_op LABEL PID BEFORE N {"label", "cpu_seconds", "operations", "cpu_us_per_op"}: the CPU
+#                                 PID spent since BEFORE (a cpu_seconds reading) per operation
 #   finish                        exits with 1 if anything failed
 #
 # Callers use `set -euo pipefail`; `bin` is where cargo put the release binaries (it honours
@@ -91,6 +94,21 @@ summary() {
       p90 = int(NR * 0.9); if (p90 < 1) p90 = 1
       printf "median %.1f ms, p90 %.1f ms, max %.1f ms\n", a[int(NR / 2) + 1], a[p90], a[NR]
     }'
+}
+
+cpu_seconds() {
+  # Fields 14 and 15 of /proc/PID/stat: utime and stime, in clock ticks.
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+cpu_per_op() {
+  local label=$1 pid=$2 before=$3 n=$4 after
+  after=$(cpu_seconds "$pid") || { echo "{\"label\": \"$label\", \"error\": \"process $pid exited\"}"; failed=1; return 1; }
+  python3 -c 'import json,sys
+label, before, after, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+spent = after - before
+print(json.dumps({"label": label, "cpu_seconds": round(spent, 2), "operations": n,
+                  "cpu_us_per_op": round(spent / n * 1e6, 1) if n else None}))' "$label" "$before" "$after" "$n"
 }
 
 finish() {

@@ -33,6 +33,7 @@ api -X POST -d '{"allowed_domains":"bench.svc.cluster.local","allow_subdomains":
   "https://localhost:$ca/v1/pki_int/roles/bench" >/dev/null
 api -X PUT -d '{"policy":"path \"pki_int/sign/bench\" { capabilities = [\"update\"] }"}' "https://localhost:$ca/v1/sys/policy/bench"
 token=$(api -X POST -d '{"policies":["bench"],"ttl":"1h"}' "https://localhost:$ca/v1/auth/token/create" | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])')
+ca_cpu=$(cpu_seconds "$ca_pid")
 if run_bounded "ca-server sign" "$limit" "$bin/sign-load" --target vault --url "https://localhost:$ca" \
      --root "$work/bundle.pem" --token "$token" --path pki_int/sign/bench --workers "$WORKERS" \
      --seconds "$DURATION" --csrs "$CSRS" > "$work/vault-load.json"; then
@@ -42,6 +43,7 @@ if run_bounded "ca-server sign" "$limit" "$bin/sign-load" --target vault --url "
   # Every signing answered 200 is in the ledger (plus the server's serving certificate and the
   # cfssl TLS certificate signed below, later).
   signings=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["signings"])' < "$work/vault-load.json")
+  cpu_per_op "ca-server CPU per stored signature" "$ca_pid" "$ca_cpu" "$signings"
   count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates')
   echo "{\"label\": \"ca-server ledger rows\", \"rows\": $count, \"signings\": $signings}"
   [ "$count" -ge "$signings" ] || { echo "the ledger has $count rows for $signings signings" >&2; exit 1; }
@@ -65,8 +67,15 @@ cf=$(port)
 cfssl serve -address 127.0.0.1 -port "$cf" -ca "$work/cfssl-ca.pem" -ca-key "$work/cfssl-ca-sec1.key" -config "$work/cfssl.json" \
   -tls-cert "$work/cfssl-tls.pem" -tls-key "$work/cfssl-tls-sec1.key" >/dev/null 2>&1 &
 cf_pid=$!; pids+=($cf_pid); wait_port "$cf" "$cf_pid" cfssl
-run_bounded "cfssl sign" "$limit" "$bin/sign-load" --target cfssl --url "https://localhost:$cf" --root "$work/bundle.pem" \
-  --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS" || true
+cf_cpu=$(cpu_seconds "$cf_pid")
+if run_bounded "cfssl sign" "$limit" "$bin/sign-load" --target cfssl --url "https://localhost:$cf" --root "$work/bundle.pem" \
+  --workers "$WORKERS" --seconds "$DURATION" --csrs "$CSRS" > "$work/cfssl-load.json"; then
+  cat "$work/cfssl-load.json"
+  cf_signings=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["signings"])' < "$work/cfssl-load.json")
+  cpu_per_op "cfssl CPU per signature (not stored)" "$cf_pid" "$cf_cpu" "$cf_signings"
+else
+  cat "$work/cfssl-load.json"
+fi
 alive "$cf_pid" || { echo '{"label": "cfssl", "crashed": true}'; exit 1; }
 peak_rss "$cf_pid" "cfssl peak RSS"
 finish
