@@ -1332,3 +1332,204 @@ async fn installing_and_rotating_refuse_what_cannot_work() {
         "the outside root must sign: {err}"
     );
 }
+
+/// One ACME issuance for `name` by a pre-authorized account: the certificate URL and the
+/// default chain as downloaded.
+async fn acme_issue(client: &mut AcmeClient, name: &str) -> (String, conformance::acme::Response) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).expect("csr").der().to_vec();
+    let url = client.url("newOrder");
+    let r = client
+        .try_post(
+            &url,
+            Some(&json!({"identifiers": [{"type": "dns", "value": name}]})),
+        )
+        .await
+        .expect("newOrder");
+    let finalize = r.json()["finalize"].as_str().expect("finalize").to_owned();
+    let r = client
+        .try_post(&finalize, Some(&json!({"csr": b64(&csr)})))
+        .await
+        .expect("finalize");
+    let cert_url = r.json()["certificate"]
+        .as_str()
+        .expect("certificate")
+        .to_owned();
+    let r = client.try_post(&cert_url, None).await.expect("download");
+    assert_eq!(r.status, 200, "{}", r.text());
+    (cert_url, r)
+}
+
+/// Root rotation with a cross-signed transition (docs/ca-material.md): a new root signs the
+/// next issuing CA's CSR, the old root cross-signs the same CSR (same subject, key and key
+/// identifier), both chains are installed; the bundle then carries both roots, ACME serves the
+/// new root's chain by default and the old root's as the alternate, and each verifies against
+/// its own root alone — clients that trust only the old root keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_rotation_with_a_cross_signed_issuer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let cfg = dir.join("ca.toml");
+    std::fs::write(&cfg, "[acme]\nexternal_url = \"https://localhost:4430\"\n").expect("config");
+    let (ok, _, err) = cli(&data, &[], &["init"]);
+    assert!(ok, "{err}");
+    let server = CaServer::start(&data, &["--config", cfg.to_str().expect("utf-8")]);
+    let old_root =
+        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1;
+    std::fs::write(dir.join("r1.crt"), &old_root).expect("write");
+    std::fs::copy(data.join("ca/root.key"), dir.join("r1.key")).expect("copy");
+
+    // The new root, made apart from the server.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "r2.key",
+            "-subj",
+            "/O=ca-server/CN=ca-server Root CA 2",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "r2.crt",
+        ],
+    );
+    let (ok, _, err) = cli(
+        &data,
+        &[],
+        &[
+            "ca",
+            "csr",
+            "--out",
+            dir.join("next.csr").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{err}");
+    sign_as_root(dir, "next.csr", "r2.crt", "r2.key", "next.crt");
+    sign_as_root(dir, "next.csr", "r1.crt", "r1.key", "cross.crt");
+    let cross = std::fs::read_to_string(dir.join("cross.crt")).expect("read");
+    std::fs::write(dir.join("alternate.pem"), format!("{cross}{old_root}")).expect("write");
+    assert_eq!(
+        ski_of(&std::fs::read_to_string(dir.join("next.crt")).expect("read")),
+        ski_of(&cross),
+        "the cross-signed certificate keeps the key identifier"
+    );
+    let (ok, out, err) = cli(
+        &data,
+        &[],
+        &[
+            "ca",
+            "install-intermediate",
+            "--cert",
+            dir.join("next.crt").to_str().expect("utf-8"),
+            "--chain",
+            dir.join("r2.crt").to_str().expect("utf-8"),
+            "--alternate-chain",
+            dir.join("alternate.pem").to_str().expect("utf-8"),
+            "--activate",
+            "now",
+        ],
+    );
+    assert!(ok, "{err}");
+    let new_issuer = out.split_whitespace().nth(2).expect("issuer").to_owned();
+
+    // The bundle carries both roots.
+    let new_root = std::fs::read_to_string(dir.join("r2.crt")).expect("read");
+    let mut bundle = String::new();
+    for _ in 0..40 {
+        bundle = conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1;
+        if bundle.contains(new_root.trim()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        bundle.contains(new_root.trim()) && bundle.contains(old_root.trim()),
+        "{bundle}"
+    );
+
+    // ACME: the new root's chain by default, the old root's as the alternate.
+    let https = Https::new(server.https, "localhost:4430", &bundle);
+    let (ok, out, err) = cli(
+        &data,
+        &[],
+        &[
+            "acme",
+            "eab",
+            "create",
+            "--kid",
+            "rr",
+            "--preauthorized",
+            "--name",
+            ".rr.test",
+        ],
+    );
+    assert!(ok, "{err}");
+    let hmac = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hmac_key:"))
+        .expect("hmac")
+        .trim()
+        .to_owned();
+    let mut client = AcmeClient::connect(https, AccountKey::generate_p256()).await;
+    let binding = conformance::acme::eab(
+        "rr",
+        &hmac,
+        &client.url("newAccount"),
+        &client.key.jwk(),
+        "HS256",
+    );
+    let r = client
+        .new_account(&json!({"externalAccountBinding": binding}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut issued = None;
+    for i in 0..40 {
+        let (url, r) = acme_issue(&mut client, &format!("w{i}.rr.test")).await;
+        if issuer_of(&r.text()) == new_issuer {
+            issued = Some((url, r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (url, default) = issued.expect("ACME issues from the new issuer");
+    let link = default.header("link").expect("Link: an alternate chain");
+    assert!(
+        link.contains(&format!("{url}/1")) && link.contains("alternate"),
+        "{link}"
+    );
+    let alternate = client
+        .try_post(&format!("{url}/1"), None)
+        .await
+        .expect("alternate");
+    assert_eq!(alternate.status, 200, "{}", alternate.text());
+    let split = |pem: &str| {
+        let end = pem.find("-----END CERTIFICATE-----").expect("leaf") + 26;
+        (pem[..end].to_owned(), pem[end..].to_owned())
+    };
+    let (leaf, chain) = split(&default.text());
+    std::fs::write(dir.join("leaf.pem"), &leaf).expect("write");
+    std::fs::write(dir.join("chain.pem"), &chain).expect("write");
+    let (ok, text) = verify(dir, "r2.crt", Some("chain.pem"), "leaf.pem");
+    assert!(ok, "the default chain leads to the new root: {text}");
+    let (leaf, chain) = split(&alternate.text());
+    std::fs::write(dir.join("alt-leaf.pem"), &leaf).expect("write");
+    std::fs::write(dir.join("alt-chain.pem"), &chain).expect("write");
+    let (ok, text) = verify(dir, "r1.crt", Some("alt-chain.pem"), "alt-leaf.pem");
+    assert!(ok, "the alternate chain leads to the old root: {text}");
+    let (ok, _) = verify(dir, "r1.crt", Some("chain.pem"), "leaf.pem");
+    assert!(!ok, "the default chain alone does not reach the old root");
+}
