@@ -1,5 +1,5 @@
 //! What every Vault request reads, cached for [`TTL`] ([`crate::ttl_cache`]): token rows, parsed
-//! ACL policies and PKI roles. Writes on this replica update or drop their entry at once; a change
+//! ACL policies, PKI roles and mount tuning. Writes on this replica update or drop their entry at once; a change
 //! made on another replica is seen within [`TTL`] (Vault's performance standbys are eventually
 //! consistent too), and so is a token revoked there. Objects with mutable state — AppRole secret
 //! IDs with use limits — are never cached.

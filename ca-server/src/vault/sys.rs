@@ -248,8 +248,20 @@ fn find_mount<'a>(mounts: &'a [Mount], path: &'a str) -> Option<(&'a Mount, &'a 
 }
 
 /// Stored tuning: (default_lease_ttl, max_lease_ttl, description), seconds; 0 = system default.
+/// Read on every signing, so cached like roles (an empty body: nothing tuned).
 async fn tuning(state: &VaultState, key: &str) -> Result<(u64, u64, Option<String>), VaultError> {
-    Ok(match state.store.object(TUNE_KIND, "", key).await? {
+    let body = match state.auth.cache.object(TUNE_KIND, "", key) {
+        Some(body) => Some(body).filter(|b| !b.is_empty()),
+        None => {
+            let stored = state.store.object(TUNE_KIND, "", key).await?;
+            state
+                .auth
+                .cache
+                .put_object(TUNE_KIND, "", key, stored.as_deref().unwrap_or_default());
+            stored
+        }
+    };
+    Ok(match body {
         Some(body) => {
             let v: Value = serde_json::from_str(&body).unwrap_or_default();
             (
@@ -422,6 +434,10 @@ async fn one_mount(
                     time::OffsetDateTime::now_utc().unix_timestamp(),
                 )
                 .await?;
+            state
+                .auth
+                .cache
+                .put_object(TUNE_KIND, "", &key, &body.to_string());
             no_content()
         }
         (Operation::Write, false) if rest.is_empty() => Err(VaultError::bad_request(format!(
