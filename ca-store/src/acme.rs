@@ -211,7 +211,8 @@ where
 }
 
 /// Implements [`AcmeStore`] for a backend type with `write_conn()` and `read_conn()` methods
-/// (each lends a connection for one statement or transaction).
+/// (each lends a connection for one statement or transaction) and `inline_reads()` (the reads
+/// that run on the calling thread, if the backend has them).
 /// One body for both dialects: `QueryBuilder` emits each dialect's placeholders.
 macro_rules! impl_acme_store {
     ($backend:ty, $db:ty) => {
@@ -468,9 +469,17 @@ macro_rules! impl_acme_store {
                         .push_bind(o.replaces.clone())
                         .push_bind(o.created_at);
                 });
-                qb.build().execute(&mut *tx).await?;
                 if !authzs.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    // SQLite runs the statements of one query in order, each bound to its own
+                    // share of the arguments: both inserts in one round trip to the
+                    // connection's worker thread. PostgreSQL prepares one statement per query.
+                    if $crate::Ledger::backend(self) == $crate::Backend::Sqlite {
+                        qb.push("; ");
+                    } else {
+                        qb.build().execute(&mut *tx).await?;
+                        qb = sqlx::QueryBuilder::<$db>::new("");
+                    }
+                    qb.push(format!(
                         "INSERT INTO acme_authorizations ({}) ",
                         $crate::acme::AUTHZ_COLUMNS
                     ));
@@ -485,8 +494,8 @@ macro_rules! impl_acme_store {
                             .push_bind(a.expires)
                             .push_bind(a.challenges.clone());
                     });
-                    qb.build().execute(&mut *tx).await?;
                 }
+                qb.build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -513,6 +522,9 @@ macro_rules! impl_acme_store {
                 Option<($crate::acme::OrderRow, Vec<$crate::acme::AuthorizationRow>)>,
                 $crate::Error,
             > {
+                if let Some(inline) = self.inline_reads() {
+                    return inline.order_with_authorizations(id);
+                }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "SELECT {} FROM acme_orders o LEFT JOIN acme_authorizations a \
                      ON a.order_id = o.id WHERE o.id = ",
@@ -591,6 +603,9 @@ macro_rules! impl_acme_store {
                 &self,
                 id: &str,
             ) -> Result<Option<$crate::acme::AuthorizationRow>, $crate::Error> {
+                if let Some(inline) = self.inline_reads() {
+                    return inline.authorization(id);
+                }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "SELECT {} FROM acme_authorizations WHERE id = ",
                     $crate::acme::AUTHZ_COLUMNS

@@ -17,6 +17,7 @@ pub mod postgres;
 mod query;
 pub mod report;
 pub mod sqlite;
+mod sqlite_read;
 pub mod vault;
 pub mod writer;
 
@@ -61,6 +62,15 @@ pub enum Error {
     /// The database reported an error (connection, constraint, I/O…).
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The embedded database reported an error on a read run on the calling thread
+    /// ([`sqlite_read`]).
+    #[error("database error: {message}")]
+    Embedded {
+        /// Whether retrying later may succeed (the database was busy or locked).
+        transient: bool,
+        /// The underlying error.
+        message: String,
+    },
     /// The operation does not exist for this backend.
     #[error("{0}")]
     Unsupported(String),
@@ -90,7 +100,7 @@ impl Error {
                 ) || is_busy(e)
             }
             Error::WriterClosed => true,
-            Error::BatchFailed { transient, .. } => *transient,
+            Error::BatchFailed { transient, .. } | Error::Embedded { transient, .. } => *transient,
             _ => false,
         }
     }

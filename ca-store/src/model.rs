@@ -364,6 +364,44 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 impl RawRow {
+    /// A row of [`SELECT_COLUMNS`] read through rusqlite ([`crate::sqlite_read`]).
+    pub(crate) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            serial: row.get("serial")?,
+            issuer_id: row.get("issuer_id")?,
+            profile: row.get("profile")?,
+            subject: row.get("subject")?,
+            common_name: row.get("common_name")?,
+            dns_names: row.get("dns_names")?,
+            ip_addresses: row.get("ip_addresses")?,
+            uris: row.get("uris")?,
+            emails: row.get("emails")?,
+            spiffe_id: row.get("spiffe_id")?,
+            key_algorithm: row.get("key_algorithm")?,
+            not_before: row.get("not_before")?,
+            not_after: row.get("not_after")?,
+            protocol: row.get("protocol")?,
+            requester: row.get("requester")?,
+            namespace: row.get("namespace")?,
+            service_account: row.get("service_account")?,
+            requester_detail: row.get("requester_detail")?,
+            request_id: row.get("request_id")?,
+            created_at: row.get("created_at")?,
+            revoked_at: row.get("revoked_at")?,
+            revocation_reason: row.get("revocation_reason")?,
+            der: row.get("der")?,
+            origin: row.get("origin")?,
+            source: row.get("source")?,
+            name: row.get("name")?,
+            fingerprint: row.get("fingerprint")?,
+            superseded_at: row.get("superseded_at")?,
+            observed_at: row.get("observed_at")?,
+            crl_shard: row.get("crl_shard")?,
+            workload_namespace: row.get("workload_namespace")?,
+        })
+    }
+
     pub(crate) fn into_record(self) -> Result<CertificateRecord, crate::Error> {
         let protocol = Protocol::parse(&self.protocol)
             .ok_or_else(|| crate::Error::Corrupt(format!("protocol {:?}", self.protocol)))?;

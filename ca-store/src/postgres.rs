@@ -47,12 +47,21 @@ impl PostgresLedger {
         Ok(self.pool.acquire().await?)
     }
 
+    /// Every read is a round trip to the server: none runs on the calling thread.
+    fn inline_reads(&self) -> Option<&crate::sqlite_read::InlineReads> {
+        None
+    }
+
     /// Every PostgreSQL commit is durable (`synchronous_commit` on): nothing to switch.
     async fn begin_durable(&self, _conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         Ok(())
     }
 
     async fn end_durable(&self, _conn: &mut sqlx::PgConnection) {}
+
+    fn durable_statements(&self) -> (&'static str, &'static str) {
+        ("", "")
+    }
 
     async fn close_pools(&self) {
         self.pool.close().await;

@@ -37,8 +37,9 @@ pub(crate) const RETENTION_CHUNK: i64 = 2_000;
 /// Rows per multi-row INSERT; keeps bind parameters well under SQLite's 32,766 limit.
 pub(crate) const ROWS_PER_STATEMENT: usize = 400;
 
-/// `INSERT INTO certificates (…) VALUES (…), (…)` for up to [`ROWS_PER_STATEMENT`] rows.
-pub(crate) fn insert_certificates<DB>(rows: &[InsertRow<'_>]) -> QueryBuilder<DB>
+/// `INSERT INTO certificates (…) VALUES (…), (…)` for up to [`ROWS_PER_STATEMENT`] rows, after
+/// the statements in `before` (which take no arguments; SQLite only).
+pub(crate) fn insert_certificates<DB>(before: &str, rows: &[InsertRow<'_>]) -> QueryBuilder<DB>
 where
     DB: Database,
     <DB as Database>::Arguments: Default,
@@ -48,7 +49,9 @@ where
     i64: for<'q> Encode<'q, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
 {
-    let mut qb = QueryBuilder::new(format!("INSERT INTO certificates ({INSERT_COLUMNS}) "));
+    let mut qb = QueryBuilder::new(format!(
+        "{before}INSERT INTO certificates ({INSERT_COLUMNS}) "
+    ));
     qb.push_values(rows, |mut b, row| {
         let c = row.certificate;
         b.push_bind(c.serial.clone())
@@ -307,7 +310,8 @@ where
 
 /// Implements [`crate::Ledger`] for a backend with `write_conn()`, `read_conn()`,
 /// `begin_durable`/`end_durable` (around certificate writes, which must be on disk when they
-/// commit) and `close_pools()`: one body for both dialects.
+/// commit), `durable_statements()` (the same switch as SQL around one statement),
+/// `inline_reads()` and `close_pools()`: one body for both dialects.
 macro_rules! impl_ledger {
     ($backend:ty, $db:ty, $kind:expr) => {
         #[async_trait::async_trait]
@@ -328,18 +332,24 @@ macro_rules! impl_ledger {
                 // Superseding happens in the `certificates_supersede` trigger, so one statement
                 // is atomic on its own: the common case is a single round trip and commit.
                 let mut conn = self.write_conn().await?;
+                if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
+                    // The common case: one statement, in one round trip to the connection
+                    // together with the switch to durable commits and back.
+                    let (before, after) = self.durable_statements();
+                    let mut qb = $crate::query::insert_certificates::<$db>(before, &rows);
+                    qb.push(after);
+                    if let Err(e) = qb.build().execute(&mut *conn).await {
+                        // The switch back did not run: make it now.
+                        self.end_durable(&mut conn).await;
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
                 self.begin_durable(&mut conn).await?;
                 let result = async {
-                    if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
-                        $crate::query::insert_certificates::<$db>(&rows)
-                            .build()
-                            .execute(&mut *conn)
-                            .await?;
-                        return Ok(());
-                    }
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     for chunk in rows.chunks($crate::query::ROWS_PER_STATEMENT) {
-                        $crate::query::insert_certificates::<$db>(chunk)
+                        $crate::query::insert_certificates::<$db>("", chunk)
                             .build()
                             .execute(&mut *tx)
                             .await?;
@@ -401,7 +411,7 @@ macro_rules! impl_ledger {
                             lineage: lineage.clone(),
                             observed_at: Some(observed_at),
                         };
-                        $crate::query::insert_certificates::<$db>(std::slice::from_ref(&row))
+                        $crate::query::insert_certificates::<$db>("", std::slice::from_ref(&row))
                             .build()
                             .execute(&mut *tx)
                             .await?;
@@ -420,6 +430,9 @@ macro_rules! impl_ledger {
                 &self,
                 serial: &[u8],
             ) -> Result<Option<$crate::CertificateRecord>, $crate::Error> {
+                if let Some(inline) = self.inline_reads() {
+                    return inline.certificate_by_serial(serial);
+                }
                 let mut qb = $crate::query::certificate_by_serial::<$db>(serial);
                 let row: Option<$crate::model::RawRow> = qb
                     .build_query_as()

@@ -39,6 +39,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct SqliteLedger {
     writer: Connections,
     readers: Connections,
+    /// The hottest reads, on the calling thread ([`crate::sqlite_read`]); none for an in-memory
+    /// database, which other connections cannot see.
+    inline: Option<crate::sqlite_read::InlineReads>,
 }
 
 impl SqliteLedger {
@@ -47,7 +50,8 @@ impl SqliteLedger {
     /// same mode.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, Error> {
         let options = SqliteConnectOptions::from_str(url.expose())?;
-        create_private(options.get_filename())?;
+        let path = options.get_filename().to_path_buf();
+        create_private(&path)?;
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -74,9 +78,14 @@ impl SqliteLedger {
         for _ in 0..READERS {
             readers.push(options.clone().read_only(true).connect().await?);
         }
+        let inline = match path.to_str() {
+            Some("" | ":memory:") => None,
+            _ => Some(crate::sqlite_read::InlineReads::open(&path)?),
+        };
         Ok(Self {
             writer: Connections::new(vec![writer]),
             readers: Connections::new(readers),
+            inline,
         })
     }
 }
@@ -116,12 +125,28 @@ impl SqliteLedger {
         self.readers.acquire().await
     }
 
+    fn inline_reads(&self) -> Option<&crate::sqlite_read::InlineReads> {
+        self.inline.as_ref()
+    }
+
     /// Certificate writes must be on disk when they commit: FULL for the next statement.
     async fn begin_durable(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await?;
         Ok(())
+    }
+
+    /// [`Self::begin_durable`] and [`Self::end_durable`] as statements to run before and after
+    /// one statement, in the same query: sqlx runs them in order on the connection's worker
+    /// thread, one round trip instead of three. If the statement fails, the switch back does not
+    /// run and the caller calls [`Self::end_durable`]; if the caller is cancelled in between,
+    /// the connection stays FULL: slower, safe.
+    fn durable_statements(&self) -> (&'static str, &'static str) {
+        (
+            "PRAGMA synchronous = FULL; ",
+            "; PRAGMA synchronous = NORMAL",
+        )
     }
 
     /// Back to NORMAL for protocol state. If this fails the connection stays FULL: slower, safe.

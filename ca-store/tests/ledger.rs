@@ -686,6 +686,112 @@ async fn nonce_batches_redeem_each_nonce_once(store: Arc<dyn Store>) {
     assert_eq!(fresh, 100, "100 distinct nonces, each redeemed twice");
 }
 
+/// Orders and authorizations read back exactly as written, and a write is visible to the next
+/// read at once (on SQLite these reads run on the calling thread, beside the sqlx writer).
+async fn acme_orders_round_trip(store: Arc<dyn Store>) {
+    use ca_store::acme::{AccountRow, AuthorizationRow, OrderRow};
+    store
+        .insert_account(&AccountRow {
+            id: "acct".into(),
+            key_thumbprint: "tp".into(),
+            jwk: "{}".into(),
+            status: "valid".into(),
+            contact: "[]".into(),
+            eab_kid: None,
+            created_at: 1,
+        })
+        .await
+        .expect("account");
+    let order = OrderRow {
+        id: "o1".into(),
+        account_id: "acct".into(),
+        status: "pending".into(),
+        expires: 2_000_000_000,
+        identifiers: r#"[{"type":"dns","value":"a.test"}]"#.into(),
+        profile: "default".into(),
+        not_before: Some(10),
+        not_after: None,
+        error: None,
+        certificate_serial: None,
+        replaces: Some("ari-id".into()),
+        created_at: 5,
+    };
+    let authz = |id: &str, value: &str, wildcard: i64| AuthorizationRow {
+        id: id.into(),
+        order_id: "o1".into(),
+        account_id: "acct".into(),
+        identifier_type: "dns".into(),
+        identifier_value: value.into(),
+        wildcard,
+        status: "pending".into(),
+        expires: 2_000_000_001,
+        challenges: format!(r#"[{{"token":"{id}"}}]"#),
+    };
+    let authzs = vec![authz("z2", "b.test", 1), authz("z1", "a.test", 0)];
+    store.insert_order(&order, &authzs).await.expect("order");
+    let bare = OrderRow {
+        id: "o2".into(),
+        not_before: None,
+        replaces: None,
+        ..order.clone()
+    };
+    store
+        .insert_order(&bare, &[])
+        .await
+        .expect("order without authorizations");
+
+    let (read, read_authzs) = store
+        .order_with_authorizations("o1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read, order);
+    assert_eq!(
+        read_authzs,
+        vec![authzs[1].clone(), authzs[0].clone()],
+        "ordered by id"
+    );
+    assert_eq!(
+        store.order_with_authorizations("o2").await.expect("read"),
+        Some((bare, vec![]))
+    );
+    assert_eq!(
+        store.order_with_authorizations("none").await.expect("read"),
+        None
+    );
+    assert_eq!(
+        store.authorization("z2").await.expect("read"),
+        Some(authzs[0].clone())
+    );
+    assert_eq!(store.authorization("none").await.expect("read"), None);
+
+    let mut valid = authzs[0].clone();
+    valid.status = "valid".into();
+    valid.challenges = "[]".into();
+    assert!(
+        store
+            .update_authorization(&valid, "pending")
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        store.authorization("z2").await.expect("read"),
+        Some(valid.clone())
+    );
+    let mut done = order.clone();
+    done.status = "valid".into();
+    done.certificate_serial = Some(vec![1, 2, 3]);
+    done.error = Some("{}".into());
+    assert!(store.update_order(&done, "pending").await.expect("update"));
+    let (read, read_authzs) = store
+        .order_with_authorizations("o1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read, done, "the write is visible to the next read");
+    assert_eq!(read_authzs, vec![authzs[1].clone(), valid]);
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = DatabaseUrl::sqlite_file(&dir.path().join("ledger.db"));
@@ -741,6 +847,7 @@ on_both_backends!(
     observations_update_rather_than_duplicate,
     summary_and_metrics_snapshot,
     nonce_batches_redeem_each_nonce_once,
+    acme_orders_round_trip,
 );
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 # generator exits non-zero: a refused request, a crash) prints {"failed": true, "exit": N}, one
 # that does not finish in DURATION + 60 s prints {"timeout": true}; either makes the script exit
 # 1 at the end, and a server that died stops it at once. ALLOW_PEBBLE_TIMEOUT=1 reports a Pebble
-# stall (Pebble stalls under load) without failing.
+# stall (Pebble stalls under load) without failing. SKIP_PEER=1 measures ca-server alone (for
+# iterating on a change; recorded figures come from full runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source conformance/bench/lib.sh
@@ -45,13 +46,16 @@ curl -sSf --max-time 20 "http://127.0.0.1:$ca_http/ca/bundle.pem" > "$work/bundl
 load() {
   local pid=$1 name=$2
   shift 2
-  local label="${*: -1}" before n
+  local label="${*: -1}" before n pg_before=""
   before=$(cpu_seconds "$pid")
+  [ -n "${CA_SERVER_DATABASE_URL:-}" ] && [ "$name" = ca-server ] && pg_before=$(postgres_cpu_seconds)
   if run_bounded "$label" $((DURATION + 60)) "$bin/acme-load" --root "$work/bundle.pem" --http01-port "$http01" \
       --csr-dir "$work/csr" --seconds "$DURATION" "$@" > "$work/load.json"; then
     cat "$work/load.json"
     n=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["issuances"])' < "$work/load.json")
     cpu_per_op "$label: server CPU per issuance" "$pid" "$before" "$n"
+    # On PostgreSQL, the database's own CPU per issuance beside the server's.
+    [ -n "$pg_before" ] && cpu_delta_per_op "$label: PostgreSQL CPU per issuance" "$pg_before" "$(postgres_cpu_seconds)" "$n"
   else
     cat "$work/load.json"
   fi
@@ -65,6 +69,7 @@ db=${db:-sqlite}
 load "$ca_pid" ca-server --server "https://localhost:$ca/acme/directory" --workers 1 --label "ca-server ($db), 1 worker"
 load "$ca_pid" ca-server --server "https://localhost:$ca/acme/directory" --workers "$WORKERS" --label "ca-server ($db), $WORKERS workers"
 peak_rss "$ca_pid" "ca-server peak RSS"
+[ "${SKIP_PEER:-0}" = 1 ] && finish && exit 0
 
 # --- Pebble (in memory; PEBBLE_VA_NOSLEEP=1, nonce rejection and authz reuse off) -----------
 pb=$(port); pb_mgmt=$(port)

@@ -16,6 +16,8 @@
 #   cpu_seconds PID               the process's CPU time so far (user + system), in seconds
 #   cpu_per_op LABEL PID BEFORE N {"label", "cpu_seconds", "operations", "cpu_us_per_op"}: the CPU
 #                                 PID spent since BEFORE (a cpu_seconds reading) per operation
+#   postgres_cpu_seconds          the CPU time of every running `postgres` process (the server and
+#                                 its backends), for the database's own cost per operation
 #   finish                        exits with 1 if anything failed
 #
 # Callers use `set -euo pipefail`; `bin` is where cargo put the release binaries (it honours
@@ -99,6 +101,24 @@ summary() {
 cpu_seconds() {
   # Fields 14 and 15 of /proc/PID/stat: utime and stime, in clock ticks.
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+postgres_cpu_seconds() {
+  local hz total=0 pid
+  hz=$(getconf CLK_TCK)
+  for pid in $(pgrep -x postgres || true); do
+    total=$(awk -v t="$total" '{ print t + $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.2f\n", t / hz }'
+}
+
+# cpu_delta_per_op LABEL BEFORE AFTER N: as cpu_per_op, from two readings taken by the caller.
+cpu_delta_per_op() {
+  python3 -c 'import json,sys
+label, before, after, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+spent = after - before
+print(json.dumps({"label": label, "cpu_seconds": round(spent, 2), "operations": n,
+                  "cpu_us_per_op": round(spent / n * 1e6, 1) if n else None}))' "$@"
 }
 
 cpu_per_op() {

@@ -381,7 +381,17 @@ pub struct AcmeClient {
     pub key: AccountKey,
     /// Account URL once registered.
     pub kid: Option<String>,
+    /// How often a `badNonce` answer was retried (see [`AcmeClient::post`]).
+    pub bad_nonce_retries: u64,
     nonce: Option<String>,
+}
+
+/// True for a `badNonce` problem: RFC 8555 §6.5 has clients retry those with the nonce the error
+/// carried.
+fn is_bad_nonce(r: &Response) -> bool {
+    r.status == 400
+        && serde_json::from_slice::<Value>(&r.body)
+            .is_ok_and(|v| v["type"] == "urn:ietf:params:acme:error:badNonce")
 }
 
 impl AcmeClient {
@@ -400,6 +410,7 @@ impl AcmeClient {
             directory,
             key,
             kid: None,
+            bad_nonce_retries: 0,
             nonce: r.header("replay-nonce"),
         }
     }
@@ -451,8 +462,22 @@ impl AcmeClient {
         r
     }
 
-    /// Signs and POSTs, reporting a connection failure instead of panicking.
+    /// Signs and POSTs, reporting a connection failure instead of panicking; a `badNonce` answer
+    /// is retried once, as in [`AcmeClient::post`].
     pub async fn try_post(
+        &mut self,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<Response, String> {
+        let r = self.try_post_once(url, payload).await?;
+        if !is_bad_nonce(&r) {
+            return Ok(r);
+        }
+        self.bad_nonce_retries += 1;
+        self.try_post_once(url, payload).await
+    }
+
+    async fn try_post_once(
         &mut self,
         url: &str,
         payload: Option<&Value>,
@@ -484,8 +509,17 @@ impl AcmeClient {
         Ok(r)
     }
 
-    /// Signs and POSTs.
+    /// Signs and POSTs. A `badNonce` answer is retried once with the nonce it carried, as
+    /// certbot, lego and Go's ACME package do (a server restart invalidates the nonces it
+    /// issued); [`AcmeClient::bad_nonce_retries`] counts them. Tests of nonce handling itself
+    /// use [`AcmeClient::post_raw`], which never retries.
     pub async fn post(&mut self, url: &str, payload: Option<&Value>) -> Response {
+        let body = self.signed(url, payload).await;
+        let r = self.post_raw(url, body.to_string().into_bytes()).await;
+        if !is_bad_nonce(&r) {
+            return r;
+        }
+        self.bad_nonce_retries += 1;
         let body = self.signed(url, payload).await;
         self.post_raw(url, body.to_string().into_bytes()).await
     }

@@ -90,6 +90,8 @@ const STEPS: [&str; 8] = [
     "download",
 ];
 static POLL_WAITS: AtomicU64 = AtomicU64::new(0);
+/// badNonce answers the clients retried (each server restart or stale nonce makes one).
+static BAD_NONCE_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 fn step(i: usize, since: Instant) -> Instant {
     STEP_MICROS[i].fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -202,6 +204,7 @@ async fn main() {
                 issue(&mut client, &responder, &name, &csr).await;
                 latencies.push(t0.elapsed());
             }
+            BAD_NONCE_RETRIES.fetch_add(client.bad_nonce_retries, Ordering::Relaxed);
             latencies
         }));
     }
@@ -232,6 +235,7 @@ async fn main() {
         "{}",
         json!({"label": args.label, "workers": args.workers, "issuances": latencies.len(), "seconds": elapsed,
             "issuances_per_second": rate, "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-            "mean_step_ms": steps, "poll_waits": POLL_WAITS.load(Ordering::Relaxed)})
+            "mean_step_ms": steps, "poll_waits": POLL_WAITS.load(Ordering::Relaxed),
+            "bad_nonce_retries": BAD_NONCE_RETRIES.load(Ordering::Relaxed)})
     );
 }

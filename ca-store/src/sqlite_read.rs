@@ -1,0 +1,200 @@
+//! The embedded ledger's hottest reads, run on the calling thread.
+//!
+//! sqlx gives each SQLite connection a worker thread of its own, and every query is a message to
+//! that thread and back. On two cores those hand-offs (a wake-up, a context switch, another
+//! wake-up) cost more CPU than the query itself: a read of a few pages already in SQLite's cache
+//! takes microseconds. The reads the ACME protocol repeats on every request — an order with its
+//! authorizations, an authorization, a certificate by serial — therefore run here, through
+//! rusqlite on read-only connections of the same database file, on the thread that asks.
+//!
+//! Only reads move. Writes stay on the one sqlx writer connection ([`crate::sqlite`]), so they
+//! still queue instead of contending for SQLite's write lock, and no caller thread ever sleeps in
+//! SQLite's busy handler waiting for a commit. WAL mode lets these readers run beside that
+//! writer: each statement sees the last committed state, which includes every write the caller
+//! has already been answered for. PostgreSQL has no such path: a network round trip is inherent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::Error;
+use crate::acme::{AUTHZ_COLUMNS, AuthorizationRow, ORDER_COLUMNS, OrderRow};
+
+/// Idle connections kept open; more are opened when more threads read at once (one per thread
+/// of the runtime in practice, since a read never yields).
+const KEEP_IDLE: usize = 8;
+
+/// How long a read waits on a lock (only a WAL recovery or a `VACUUM` by another process takes
+/// one a reader must wait for) before it is answered "try again".
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Read-only connections to the ledger file, lent for one statement at a time.
+#[derive(Debug)]
+pub(crate) struct InlineReads {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl InlineReads {
+    /// Reads of the database file at `path`, which the caller has already opened (and migrated)
+    /// through sqlx. One connection is opened now, so a file that cannot be read fails here.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let reads = Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let first = reads.connect()?;
+        reads.give_back(first);
+        Ok(reads)
+    }
+
+    fn connect(&self) -> Result<Connection, Error> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(embedded)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(embedded)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < KEEP_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `read` on an idle connection (opening one if none is idle).
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = read(&conn).map_err(embedded);
+        self.give_back(conn);
+        result
+    }
+
+    /// See [`crate::acme::AcmeStore::authorization`].
+    pub(crate) fn authorization(&self, id: &str) -> Result<Option<AuthorizationRow>, Error> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {AUTHZ_COLUMNS} FROM acme_authorizations WHERE id = ?1")
+        });
+        self.with(|conn| {
+            conn.prepare_cached(&SQL)?
+                .query_row([id], |row| authorization(row, 0))
+                .optional()
+        })
+    }
+
+    /// See [`crate::acme::AcmeStore::order_with_authorizations`].
+    pub(crate) fn order_with_authorizations(
+        &self,
+        id: &str,
+    ) -> Result<Option<(OrderRow, Vec<AuthorizationRow>)>, Error> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let order = ORDER_COLUMNS.split(',').map(|c| format!("o.{}", c.trim()));
+            let authz = AUTHZ_COLUMNS.split(',').map(|c| format!("a.{}", c.trim()));
+            format!(
+                "SELECT {} FROM acme_orders o LEFT JOIN acme_authorizations a \
+                 ON a.order_id = o.id WHERE o.id = ?1 ORDER BY a.id",
+                order.chain(authz).collect::<Vec<_>>().join(", ")
+            )
+        });
+        let order_columns = ORDER_COLUMNS.split(',').count();
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached(&SQL)?;
+            let mut rows = statement.query([id])?;
+            let mut found: Option<(OrderRow, Vec<AuthorizationRow>)> = None;
+            while let Some(row) = rows.next()? {
+                let (_, authzs) = match &mut found {
+                    Some(found) => found,
+                    None => found.insert((order(row)?, Vec::new())),
+                };
+                // A LEFT JOIN row with no authorization has NULL in its columns.
+                if row.get::<_, Option<String>>(order_columns)?.is_some() {
+                    authzs.push(authorization(row, order_columns)?);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// See [`crate::Ledger::certificate_by_serial`].
+    pub(crate) fn certificate_by_serial(
+        &self,
+        serial: &[u8],
+    ) -> Result<Option<crate::CertificateRecord>, Error> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM certificates WHERE origin = 'issued' AND serial = ?1",
+                crate::model::SELECT_COLUMNS
+            )
+        });
+        let raw = self.with(|conn| {
+            conn.prepare_cached(&SQL)?
+                .query_row([serial], crate::model::RawRow::from_rusqlite)
+                .optional()
+        })?;
+        raw.map(crate::model::RawRow::into_record).transpose()
+    }
+}
+
+/// The order in the first [`ORDER_COLUMNS`] of `row`.
+fn order(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        status: row.get(2)?,
+        expires: row.get(3)?,
+        identifiers: row.get(4)?,
+        profile: row.get(5)?,
+        not_before: row.get(6)?,
+        not_after: row.get(7)?,
+        error: row.get(8)?,
+        certificate_serial: row.get(9)?,
+        replaces: row.get(10)?,
+        created_at: row.get(11)?,
+    })
+}
+
+/// The authorization in the [`AUTHZ_COLUMNS`] of `row` starting at column `at`.
+fn authorization(row: &Row<'_>, at: usize) -> rusqlite::Result<AuthorizationRow> {
+    Ok(AuthorizationRow {
+        id: row.get(at)?,
+        order_id: row.get(at + 1)?,
+        account_id: row.get(at + 2)?,
+        identifier_type: row.get(at + 3)?,
+        identifier_value: row.get(at + 4)?,
+        wildcard: row.get(at + 5)?,
+        status: row.get(at + 6)?,
+        expires: row.get(at + 7)?,
+        challenges: row.get(at + 8)?,
+    })
+}
+// Both decoders are checked column for column against what was written, on this path and on
+// PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.
+
+/// A rusqlite error as the ledger's: a busy or locked database is transient (the caller answers
+/// "try again"), anything else is not.
+fn embedded(e: rusqlite::Error) -> Error {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    Error::Embedded {
+        transient,
+        message: e.to_string(),
+    }
+}
