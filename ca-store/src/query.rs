@@ -308,6 +308,21 @@ where
     qb
 }
 
+/// Runs a stream of statement results to its end or its first error: how many statements
+/// finished, and the error that stopped the rest.
+pub(crate) async fn statements_done<R>(
+    mut results: futures_core::stream::BoxStream<'_, Result<R, sqlx::Error>>,
+) -> (usize, Option<sqlx::Error>) {
+    let mut done = 0;
+    loop {
+        match std::future::poll_fn(|cx| results.as_mut().poll_next(cx)).await {
+            None => return (done, None),
+            Some(Ok(_)) => done += 1,
+            Some(Err(e)) => return (done, Some(e)),
+        }
+    }
+}
+
 /// Implements [`crate::Ledger`] for a backend with `write_conn()`, `read_conn()`,
 /// `begin_durable`/`end_durable` (around certificate writes, which must be on disk when they
 /// commit), `durable_statements()` (the same switch as SQL around one statement),
@@ -338,12 +353,30 @@ macro_rules! impl_ledger {
                     let (before, after) = self.durable_statements();
                     let mut qb = $crate::query::insert_certificates::<$db>(before, &rows);
                     qb.push(after);
-                    if let Err(e) = qb.build().execute(&mut *conn).await {
-                        // The switch back did not run: make it now.
-                        self.end_durable(&mut conn).await;
-                        return Err(e.into());
-                    }
-                    return Ok(());
+                    // Each statement reports when it is done. Once the INSERT has (it
+                    // committed durably), the batch is recorded whatever the switch back says.
+                    let insert_at = before.matches(';').count();
+                    let outcome = $crate::query::statements_done(
+                        sqlx::Executor::execute_many(&mut *conn, qb.build()),
+                    )
+                    .await;
+                    return match outcome {
+                        (done, None) if done > insert_at => Ok(()),
+                        (done, failure) => {
+                            // The switch back did not run (or failed): make it now.
+                            self.end_durable(&mut conn).await;
+                            match failure {
+                                Some(e) if done <= insert_at => Err(e.into()),
+                                Some(e) => {
+                                    tracing::warn!(error = %e, "restoring synchronous = NORMAL after a certificate insert failed");
+                                    Ok(())
+                                }
+                                None => Err($crate::Error::Corrupt(
+                                    "the certificate insert reported no result".into(),
+                                )),
+                            }
+                        }
+                    };
                 }
                 self.begin_durable(&mut conn).await?;
                 let result = async {

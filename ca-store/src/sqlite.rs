@@ -2,11 +2,12 @@
 //!
 //! All writes share one connection, so they queue here instead of contending for SQLite's write
 //! lock (a second writer connection sleeps in the busy handler while the first commits).
-//! Protocol state (nonces, orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
+//! Protocol state (orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
 //! skips the fsync. Certificate rows and revocations switch the connection to `synchronous=FULL`
 //! for their statement, so they are on disk before a certificate leaves the process — and that
 //! fsync of the WAL persists every earlier protocol-state commit too. A few read-only
-//! connections run beside the writer.
+//! connections run beside the writer, and the hottest reads run on the calling thread
+//! ([`crate::sqlite_read`]).
 //!
 //! Connections are lent out by [`Connections`], not by an sqlx pool: the pool pings a
 //! connection each time it is returned, a round trip to the connection's worker thread that
@@ -50,8 +51,7 @@ impl SqliteLedger {
     /// same mode.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, Error> {
         let options = SqliteConnectOptions::from_str(url.expose())?;
-        let path = options.get_filename().to_path_buf();
-        create_private(&path)?;
+        create_private(options.get_filename())?;
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -78,9 +78,18 @@ impl SqliteLedger {
         for _ in 0..READERS {
             readers.push(options.clone().read_only(true).connect().await?);
         }
-        let inline = match path.to_str() {
-            Some("" | ":memory:") => None,
-            _ => Some(crate::sqlite_read::InlineReads::open(&path)?),
+        // The file SQLite actually opened (an in-memory database has none, and other
+        // connections could not see it): the inline reads open exactly that file.
+        let (file,): (String,) =
+            sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&mut writer)
+                .await?;
+        let inline = if file.is_empty() {
+            None
+        } else {
+            Some(crate::sqlite_read::InlineReads::open(
+                std::path::Path::new(&file),
+            )?)
         };
         Ok(Self {
             writer: Connections::new(vec![writer]),

@@ -186,15 +186,30 @@ fn authorization(row: &Row<'_>, at: usize) -> rusqlite::Result<AuthorizationRow>
 // Both decoders are checked column for column against what was written, on this path and on
 // PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.
 
-/// A rusqlite error as the ledger's: a busy or locked database is transient (the caller answers
-/// "try again"), anything else is not.
+/// A rusqlite error as the ledger's. What may pass — a busy or locked database, an I/O error,
+/// no file descriptor or memory to open a connection — is transient (the caller answers "try
+/// again"); anything else is not.
 fn embedded(e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseBusy, DatabaseLocked, FileLockingProtocolFailed, OutOfMemory,
+        SystemIoFailure,
+    };
     let transient = matches!(
         e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        Some(
+            DatabaseBusy
+                | DatabaseLocked
+                | SystemIoFailure
+                | CannotOpen
+                | OutOfMemory
+                | FileLockingProtocolFailed
+        )
     );
     Error::Embedded {
         transient,
         message: e.to_string(),
     }
 }
+
+// Both decoders are checked column for column against what was written, on this path and on
+// PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.

@@ -1,5 +1,6 @@
 //! Group commit: one task owns all certificate inserts ([`LedgerWriter`]); another batches ACME
-//! nonce redemptions ([`NonceRedeemer`]).
+//! nonce redemptions on PostgreSQL ([`NonceRedeemer`]; the embedded database redeems them in
+//! memory).
 //!
 //! Callers hand a row to [`LedgerWriter::record`] and wait. The task takes every row queued while
 //! the previous transaction was committing and writes them in one transaction, so under load many
@@ -177,7 +178,8 @@ const NONCE_BATCH: usize = 1_000;
 
 type Redemption = (String, i64, oneshot::Sender<Result<bool, Error>>);
 
-/// Batches ACME nonce redemptions: every JWS request redeems one nonce, so under load one
+/// Batches ACME nonce redemptions (PostgreSQL, where replicas share them): every JWS request
+/// redeems one nonce, so under load one
 /// `INSERT … ON CONFLICT DO NOTHING RETURNING` serves many requests instead of one write each.
 /// Same rules as [`LedgerWriter`]: no linger, each caller answered after its batch commits.
 #[derive(Clone)]

@@ -850,6 +850,104 @@ on_both_backends!(
     acme_orders_round_trip,
 );
 
+/// Certificates commit with `synchronous = FULL` (on disk before the writer answers), protocol
+/// state with NORMAL, however the switch is sent: a trigger on each table records the writer
+/// connection's setting at the moment its row is written.
+#[tokio::test]
+async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let ledger = ca_store::open(&DatabaseUrl::sqlite_file(&path))
+        .await
+        .expect("open");
+    let mut probe = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("probe connection");
+    for statement in [
+        "CREATE TABLE sync_log (what TEXT, level INTEGER)",
+        "CREATE TRIGGER cert_sync AFTER INSERT ON certificates BEGIN \
+         INSERT INTO sync_log SELECT 'certificate', synchronous FROM pragma_synchronous; END",
+        "CREATE TRIGGER order_sync AFTER INSERT ON acme_orders BEGIN \
+         INSERT INTO sync_log SELECT 'order', synchronous FROM pragma_synchronous; END",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut probe)
+            .await
+            .expect("probe schema");
+    }
+    let order = |id: &str| ca_store::acme::OrderRow {
+        id: id.into(),
+        account_id: "acct".into(),
+        status: "pending".into(),
+        expires: 2_000_000_000,
+        identifiers: "[]".into(),
+        profile: "default".into(),
+        not_before: None,
+        not_after: None,
+        error: None,
+        certificate_serial: None,
+        replaces: None,
+        created_at: 1,
+    };
+    ledger
+        .insert_account(&ca_store::acme::AccountRow {
+            id: "acct".into(),
+            key_thumbprint: "tp".into(),
+            jwk: "{}".into(),
+            status: "valid".into(),
+            contact: "[]".into(),
+            eab_kid: None,
+            created_at: 1,
+        })
+        .await
+        .expect("account");
+    // Several rounds: statements are cached after the first, and the switch must still happen.
+    for i in 0..3u32 {
+        ledger
+            .insert_certificates(&[cert(10 + i, 5, "x", "ca")])
+            .await
+            .expect("certificate");
+        ledger
+            .insert_order(&order(&format!("o{i}")), &[])
+            .await
+            .expect("order");
+    }
+    // A failed certificate insert (duplicate serial) must not leave the connection FULL for
+    // protocol state, nor NORMAL for the next certificate.
+    assert!(matches!(
+        ledger.insert_certificates(&[cert(10, 5, "x", "ca")]).await,
+        Err(Error::AlreadyExists)
+    ));
+    ledger
+        .insert_order(&order("after-failure"), &[])
+        .await
+        .expect("order");
+    ledger
+        .insert_certificates(&[cert(20, 5, "x", "ca")])
+        .await
+        .expect("certificate after a failure");
+    let log: Vec<(String, i64)> = sqlx::query_as("SELECT what, level FROM sync_log ORDER BY rowid")
+        .fetch_all(&mut probe)
+        .await
+        .expect("log");
+    // pragma_synchronous: 1 = NORMAL, 2 = FULL.
+    let expected: Vec<(String, i64)> = [
+        ("certificate", 2),
+        ("order", 1),
+        ("certificate", 2),
+        ("order", 1),
+        ("certificate", 2),
+        ("order", 1),
+        ("order", 1),
+        ("certificate", 2),
+    ]
+    .iter()
+    .map(|(w, l)| ((*w).to_owned(), *l))
+    .collect();
+    assert_eq!(log, expected);
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent_on_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -34,6 +34,10 @@ pub const WINDOW: u64 = 1 << 22;
 const RAW_LEN: usize = 8 + 8 + 8 + 32;
 /// Bytes the tag covers.
 const SIGNED_LEN: usize = 24;
+/// Length of a nonce of the previous release (`issued-at || random (8) || tag` over the first
+/// 16 bytes). Redemption in the database still takes them, so that during a rolling upgrade of
+/// PostgreSQL replicas the old and the new accept each other's nonces.
+const LEGACY_LEN: usize = 8 + 8 + 32;
 
 /// Issues and checks nonces.
 #[derive(Clone)]
@@ -129,10 +133,12 @@ impl Nonces {
     /// Accepts a nonce once: authentic, unexpired, never seen before.
     pub async fn redeem(&self, nonce: &str) -> Result<(), AcmeError> {
         let raw = b64url_decode(nonce).ok_or_else(AcmeError::bad_nonce)?;
-        if raw.len() != RAW_LEN {
-            return Err(AcmeError::bad_nonce());
-        }
-        hmac::verify(&self.key, &raw[..SIGNED_LEN], &raw[SIGNED_LEN..])
+        let signed = match (raw.len(), &self.redemption) {
+            (RAW_LEN, _) => SIGNED_LEN,
+            (LEGACY_LEN, Redemption::Database(_)) => 16,
+            _ => return Err(AcmeError::bad_nonce()),
+        };
+        hmac::verify(&self.key, &raw[..signed], &raw[signed..])
             .map_err(|_| AcmeError::bad_nonce())?;
         let issued = u64::from_be_bytes(field(&raw, 0));
         let expires = issued.saturating_add(LIFETIME.as_secs());
@@ -313,6 +319,27 @@ mod tests {
         assert!(
             b.redeem(&nonce).await.is_err(),
             "replayed on the same replica"
+        );
+    }
+
+    #[tokio::test]
+    async fn previous_release_nonces_work_once_in_the_database_only() {
+        let legacy = |n: &Nonces| {
+            let mut raw = [0u8; LEGACY_LEN];
+            raw[..8].copy_from_slice(&now().to_be_bytes());
+            raw[8..16].copy_from_slice(&[7; 8]);
+            let tag = hmac::sign(&n.key, &raw[..16]);
+            raw[16..].copy_from_slice(tag.as_ref());
+            b64url(&raw)
+        };
+        let (_dir, replica, _) = two_instances(false).await;
+        let old = legacy(&replica);
+        replica.redeem(&old).await.expect("an old replica's nonce");
+        assert!(replica.redeem(&old).await.is_err(), "replayed");
+        let (_dir, embedded, _) = two_instances(true).await;
+        assert!(
+            embedded.redeem(&legacy(&embedded)).await.is_err(),
+            "the embedded database never shares nonces"
         );
     }
 

@@ -169,6 +169,15 @@ async fn issue(client: &mut AcmeClient, responder: &Http01Responder, name: &str,
     step(7, t);
 }
 
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -211,7 +220,21 @@ async fn main() {
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::new();
     for t in tasks {
-        latencies.extend(t.await.unwrap_or_else(|e| panic!("worker: {e}")));
+        match t.await {
+            Ok(l) => latencies.extend(l),
+            Err(e) if e.is_panic() => {
+                let text = panic_text(e);
+                // A server that stops answering (the client's 60 s request timeout) is a
+                // stall, which the bench scripts report as a timeout (exit 124, like
+                // `timeout`), not as a refused request.
+                if text.contains("timed out after") {
+                    eprintln!("acme-load: the server stopped answering: {text}");
+                    std::process::exit(124);
+                }
+                panic!("worker: {text}");
+            }
+            Err(e) => panic!("worker: {e}"),
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
