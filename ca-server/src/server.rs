@@ -275,6 +275,7 @@ pub async fn create_root_token_once(config: &Config, auth: &crate::auth::Auth) -
 
 /// Runs the server until SIGTERM / Ctrl-C.
 pub async fn serve(config: Config) -> Result<()> {
+    survive_file_size_limits();
     initialize_if_new(&config).await?;
     let mut runtime = Runtime::open(&config).await?;
     if runtime.seal.is_none() {
@@ -448,6 +449,23 @@ async fn retention_forever(
             Err(e) => {
                 tracing::warn!(error = %e, "retention run failed; retrying at the next interval")
             }
+        }
+    }
+}
+
+/// A write past the process's file-size limit (`RLIMIT_FSIZE`, `ulimit -f`) raises SIGXFSZ, whose
+/// default action kills the process. Like PostgreSQL, the server takes the signal instead, so
+/// the write fails (`EFBIG`) and the ledger answers "try again" until the limit or the disk has
+/// room, as for a full disk. The handler stays installed for the life of the process.
+fn survive_file_size_limits() {
+    /// SIGXFSZ on Linux.
+    const SIGXFSZ: i32 = 25;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take SIGXFSZ; a file-size limit will stop the server")
         }
     }
 }

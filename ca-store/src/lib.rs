@@ -106,15 +106,27 @@ impl Error {
     }
 }
 
+/// Conditions that pass without anyone changing the request: another process holds a lock, the
+/// disk is full (an operator frees space), the disk reported an I/O error.
 fn is_busy(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let msg = db.message();
-            msg.contains("database is locked") || msg.contains("database is busy")
+            msg.contains("database is locked")
+                || msg.contains("database is busy")
+                || msg.contains("database or disk is full")
+                || msg.contains("disk I/O error")
         }
         _ => false,
     }
 }
+
+/// How many database errors (constraint violations aside) the process has seen. The SQLite
+/// writer compares it each time it lends its connection: after a failure the connection may be
+/// left inside a transaction nobody will finish (SQLite can roll a transaction back by itself on
+/// a full disk or an I/O error, and sqlx's own ROLLBACK then fails and leaves its bookkeeping
+/// wrong), so it is replaced before the next write.
+pub(crate) static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
@@ -123,6 +135,7 @@ impl From<sqlx::Error> for Error {
         {
             return Error::AlreadyExists;
         }
+        FAILURES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Error::Database(e)
     }
 }

@@ -16,6 +16,7 @@
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
@@ -92,7 +93,8 @@ impl SqliteLedger {
             )?)
         };
         Ok(Self {
-            writer: Connections::new(vec![writer]),
+            writer: Connections::new(vec![writer])
+                .replaced_after_failures(options.synchronous(SqliteSynchronous::Normal)),
             readers: Connections::new(readers),
             inline,
         })
@@ -177,6 +179,9 @@ struct Connections {
     idle: Mutex<Vec<SqliteConnection>>,
     permits: Semaphore,
     size: u32,
+    /// For the writer: how to open a replacement, and the [`crate::FAILURES`] count when the
+    /// connection was last known clean.
+    replace: Option<(SqliteConnectOptions, AtomicU64)>,
 }
 
 impl Connections {
@@ -186,7 +191,18 @@ impl Connections {
             idle: Mutex::new(connections),
             permits: Semaphore::new(size),
             size: u32::try_from(size).unwrap_or(u32::MAX),
+            replace: None,
         }
+    }
+
+    /// After any database failure, the next lend closes the connection it would have lent (which
+    /// rolls back whatever transaction it was left in) and lends a fresh one. Without this, a
+    /// transaction stranded by a full disk swallowed every later write: statements "succeeded"
+    /// inside it, uncommitted, and were lost.
+    fn replaced_after_failures(mut self, options: SqliteConnectOptions) -> Self {
+        let seen = crate::FAILURES.load(Ordering::Acquire);
+        self.replace = Some((options, AtomicU64::new(seen)));
+        self
     }
 
     /// Waits for a free connection; a long wait is a transient error (`PoolTimedOut`).
@@ -196,13 +212,37 @@ impl Connections {
             Ok(Err(_)) => return Err(Error::Database(sqlx::Error::PoolClosed)),
             Err(_) => return Err(Error::Database(sqlx::Error::PoolTimedOut)),
         };
-        // A permit guarantees an idle connection: leases push theirs back before releasing.
-        let conn = self
+        // A permit guarantees an idle connection (leases push theirs back before releasing),
+        // except for a writer whose replacement could not be opened last time.
+        let idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            .ok_or(Error::Database(sqlx::Error::PoolClosed))?;
+            .pop();
+        let conn = match (&self.replace, idle) {
+            (None, idle) => idle.ok_or(Error::Database(sqlx::Error::PoolClosed))?,
+            (Some((options, clean)), idle) => {
+                let seen = crate::FAILURES.load(Ordering::Acquire);
+                match idle {
+                    Some(conn) if seen == clean.load(Ordering::Acquire) => conn,
+                    stale => {
+                        if let Some(conn) = stale {
+                            // Closing rolls back a transaction left open; a close that fails
+                            // drops the connection anyway.
+                            let _ = conn.close().await;
+                            tracing::warn!(
+                                "replacing the ledger's write connection after a database error"
+                            );
+                        }
+                        // On failure the permit goes back with no connection idle: the next
+                        // acquire tries to open one again.
+                        let fresh = options.connect().await?;
+                        clean.store(seen, Ordering::Release);
+                        fresh
+                    }
+                }
+            }
+        };
         Ok(Lease {
             conn: Some(conn),
             set: self,

@@ -383,3 +383,173 @@ async fn a_locked_sqlite_file_is_503_and_writes_nothing() {
         "nothing from the locked attempt"
     );
 }
+
+/// The ledger's disk fills, then has room again. The full disk is made with the server's
+/// file-size limit (`prlimit`, `RLIMIT_FSIZE`): SQLite's writes past it fail as they do on a full
+/// volume, which cannot be made here without privileges. In between, writes are refused with 503
+/// in each protocol's form; everything that was acknowledged — certificates, tokens, ACME
+/// accounts and orders — is there afterwards; and service resumes without a restart. (Before the
+/// writer connection was replaced after failures, a transaction stranded by the full disk
+/// swallowed every later write: accounts were answered 201 and then did not exist.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_503_and_nothing_acknowledged_is_lost() {
+    use conformance::acme::{AccountKey, AcmeClient};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = CaServer::start(&tmp.path().join("data"), &[]);
+    let vault = Vault::connect(&server);
+    vault
+        .root(
+            "POST",
+            "pki_int/roles/web",
+            json!({"allowed_domains": "svc.cluster.local", "allow_subdomains": true, "key_type": "any"}),
+        )
+        .await;
+    let (_, bundle) =
+        conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url()));
+    let https = || {
+        Https::new(
+            server.https,
+            &format!("localhost:{}", server.https.port()),
+            &bundle,
+        )
+    };
+    let mut orderer = AcmeClient::connect(https(), AccountKey::generate_p256()).await;
+    let r = orderer
+        .new_account(&json!({"termsOfServiceAgreed": true}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let new_order = orderer.url("newOrder");
+
+    let prlimit = |fsize: &str| {
+        let out = std::process::Command::new("prlimit")
+            .args([
+                "--pid",
+                &server.pid().to_string(),
+                &format!("--fsize={fsize}"),
+            ])
+            .output()
+            .expect("prlimit (util-linux)");
+        assert!(
+            out.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let size = |name: &str| {
+        std::fs::metadata(server.data_dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let room = size("ledger.db").max(size("ledger.db-wal")) + 256 * 1024;
+    prlimit(&format!("{room}:unlimited"));
+
+    let (mut serials, mut tokens, mut accounts, mut orders) = (vec![], vec![], vec![], vec![]);
+    let mut refused = 0;
+    for i in 0..2_000 {
+        if refused >= 12 {
+            break;
+        }
+        let (status, serial, _, retry) = issue(&vault, &format!("full{i}.svc.cluster.local")).await;
+        match status {
+            200 => serials.push(serial.expect("serial")),
+            503 => {
+                assert!(retry.is_some(), "503 without Retry-After");
+                refused += 1;
+            }
+            other => panic!("issue during a full disk: {other}"),
+        }
+        let r = vault
+            .call(
+                "POST",
+                "auth/token/create",
+                Some(&vault.token),
+                Some(json!({"policies": ["default"]})),
+            )
+            .await;
+        match r.status {
+            200 => tokens.push(
+                r.json()["auth"]["client_token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+            ),
+            503 => refused += 1,
+            other => panic!("token create during a full disk: {other} {}", r.text()),
+        }
+        let mut client = AcmeClient::connect(https(), AccountKey::generate_p256()).await;
+        let r = client
+            .new_account(&json!({"termsOfServiceAgreed": true}))
+            .await;
+        match r.status {
+            201 => accounts.push(client),
+            503 => refused += 1,
+            other => panic!("newAccount during a full disk: {other} {}", r.text()),
+        }
+        let r = orderer
+            .post(
+                &new_order,
+                Some(
+                    &json!({"identifiers": [{"type": "dns", "value": format!("o{i}.full.test")}]}),
+                ),
+            )
+            .await;
+        match r.status {
+            201 => orders.push(r.header("location").expect("order location")),
+            503 => refused += 1,
+            other => panic!("newOrder during a full disk: {other} {}", r.text()),
+        }
+    }
+    eprintln!(
+        "acknowledged while filling: {} certificates, {} tokens, {} accounts, {} orders; {refused} refused",
+        serials.len(),
+        tokens.len(),
+        accounts.len(),
+        orders.len()
+    );
+    assert!(refused >= 12, "the file-size limit never refused a write");
+    assert!(
+        !serials.is_empty() && !accounts.is_empty(),
+        "nothing acknowledged before the disk filled"
+    );
+
+    // Room again: no restart, and every acknowledged write is there.
+    prlimit("unlimited:unlimited");
+    let (status, _, _, _) = issue(&vault, "after.svc.cluster.local").await;
+    assert_eq!(status, 200, "issuance resumes without a restart");
+    for serial in &serials {
+        let r = vault
+            .call("GET", &format!("pki_int/cert/{serial}"), None, None)
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "acknowledged certificate {serial}: {}",
+            r.text()
+        );
+    }
+    for token in &tokens {
+        let r = vault
+            .call("GET", "auth/token/lookup-self", Some(token), None)
+            .await;
+        assert_eq!(r.status, 200, "acknowledged token: {}", r.text());
+    }
+    for client in &mut accounts {
+        let kid = client.kid.clone().expect("account URL");
+        let r = client.post(&kid, None).await;
+        assert_eq!(r.status, 200, "acknowledged account {kid}: {}", r.text());
+    }
+    for url in &orders {
+        let r = orderer.post(url, None).await;
+        assert_eq!(r.status, 200, "acknowledged order {url}: {}", r.text());
+    }
+    let r = AcmeClient::connect(https(), AccountKey::generate_p256())
+        .await
+        .new_account(&json!({"termsOfServiceAgreed": true}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        server.log().iter().all(|l| !l.contains("Safety level")),
+        "the write connection was left inside a transaction"
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+}
