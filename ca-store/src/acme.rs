@@ -211,8 +211,9 @@ where
 }
 
 /// Implements [`AcmeStore`] for a backend type with `write_conn()` and `read_conn()` methods
-/// (each lends a connection for one statement or transaction) and `inline_reads()` (the reads
-/// that run on the calling thread, if the backend has them).
+/// (each lends a connection for one statement or transaction), `inline_reads()` and
+/// `inline_writes()` (the reads and writes that run on the calling thread, if the backend has
+/// them; the writes only under the `write_conn()` lease).
 /// One body for both dialects: `QueryBuilder` emits each dialect's placeholders.
 macro_rules! impl_acme_store {
     ($backend:ty, $db:ty) => {
@@ -450,6 +451,10 @@ macro_rules! impl_acme_store {
                 authzs: &[$crate::acme::AuthorizationRow],
             ) -> Result<(), $crate::Error> {
                 let mut conn = self.write_conn().await?;
+                if let Some(inline) = self.inline_writes() {
+                    // `conn`, held, is the one permit to write.
+                    return inline.insert_order(o, authzs);
+                }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "INSERT INTO acme_orders ({}) ",
@@ -581,6 +586,11 @@ macro_rules! impl_acme_store {
                 o: &$crate::acme::OrderRow,
                 expected: &str,
             ) -> Result<bool, $crate::Error> {
+                if let Some(inline) = self.inline_writes() {
+                    // Held until the write returns: the one permit to write.
+                    let _exclusive = self.write_conn().await?;
+                    return inline.update_order(o, expected);
+                }
                 let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE acme_orders SET status = ");
                 qb.push_bind(o.status.clone())
                     .push(", error = ")
@@ -622,6 +632,11 @@ macro_rules! impl_acme_store {
                 a: &$crate::acme::AuthorizationRow,
                 expected: &str,
             ) -> Result<bool, $crate::Error> {
+                if let Some(inline) = self.inline_writes() {
+                    // Held until the write returns: the one permit to write.
+                    let _exclusive = self.write_conn().await?;
+                    return inline.update_authorization(a, expected);
+                }
                 let mut qb =
                     sqlx::QueryBuilder::<$db>::new("UPDATE acme_authorizations SET status = ");
                 qb.push_bind(a.status.clone())

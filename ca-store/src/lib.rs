@@ -17,7 +17,7 @@ pub mod postgres;
 mod query;
 pub mod report;
 pub mod sqlite;
-mod sqlite_read;
+mod sqlite_inline;
 pub mod vault;
 pub mod writer;
 
@@ -63,7 +63,7 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(sqlx::Error),
     /// The embedded database reported an error on a read run on the calling thread
-    /// ([`sqlite_read`]).
+    /// ([`sqlite_inline`]).
     #[error("database error: {message}")]
     Embedded {
         /// Whether retrying later may succeed (the database was busy or locked).

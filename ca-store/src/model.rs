@@ -364,7 +364,7 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 impl RawRow {
-    /// A row of [`SELECT_COLUMNS`] read through rusqlite ([`crate::sqlite_read`]).
+    /// A row of [`SELECT_COLUMNS`] read through rusqlite ([`crate::sqlite_inline`]).
     pub(crate) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get("id")?,

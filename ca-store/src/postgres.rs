@@ -48,7 +48,11 @@ impl PostgresLedger {
     }
 
     /// Every read is a round trip to the server: none runs on the calling thread.
-    fn inline_reads(&self) -> Option<&crate::sqlite_read::InlineReads> {
+    fn inline_reads(&self) -> Option<&crate::sqlite_inline::InlineReads> {
+        None
+    }
+
+    fn inline_writes(&self) -> Option<&crate::sqlite_inline::InlineWrites> {
         None
     }
 

@@ -7,7 +7,7 @@
 //! for their statement, so they are on disk before a certificate leaves the process — and that
 //! fsync of the WAL persists every earlier protocol-state commit too. A few read-only
 //! connections run beside the writer, and the hottest reads run on the calling thread
-//! ([`crate::sqlite_read`]).
+//! ([`crate::sqlite_inline`]).
 //!
 //! Connections are lent out by [`Connections`], not by an sqlx pool: the pool pings a
 //! connection each time it is returned, a round trip to the connection's worker thread that
@@ -41,9 +41,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct SqliteLedger {
     writer: Connections,
     readers: Connections,
-    /// The hottest reads, on the calling thread ([`crate::sqlite_read`]); none for an in-memory
+    /// The hottest reads, on the calling thread ([`crate::sqlite_inline`]); none for an in-memory
     /// database, which other connections cannot see.
-    inline: Option<crate::sqlite_read::InlineReads>,
+    inline: Option<crate::sqlite_inline::InlineReads>,
+    /// The ACME protocol writes, on the calling thread under the writer lease.
+    inline_writes: Option<crate::sqlite_inline::InlineWrites>,
 }
 
 impl SqliteLedger {
@@ -85,18 +87,21 @@ impl SqliteLedger {
             sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(&mut writer)
                 .await?;
-        let inline = if file.is_empty() {
-            None
+        let (inline, inline_writes) = if file.is_empty() {
+            (None, None)
         } else {
-            Some(crate::sqlite_read::InlineReads::open(
-                std::path::Path::new(&file),
-            )?)
+            let file = std::path::Path::new(&file);
+            (
+                Some(crate::sqlite_inline::InlineReads::open(file)?),
+                Some(crate::sqlite_inline::InlineWrites::open(file)?),
+            )
         };
         Ok(Self {
             writer: Connections::new(vec![writer])
                 .replaced_after_failures(options.synchronous(SqliteSynchronous::Normal)),
             readers: Connections::new(readers),
             inline,
+            inline_writes,
         })
     }
 }
@@ -136,8 +141,13 @@ impl SqliteLedger {
         self.readers.acquire().await
     }
 
-    fn inline_reads(&self) -> Option<&crate::sqlite_read::InlineReads> {
+    fn inline_reads(&self) -> Option<&crate::sqlite_inline::InlineReads> {
         self.inline.as_ref()
+    }
+
+    /// Only while holding [`Self::write_conn`]'s lease.
+    fn inline_writes(&self) -> Option<&crate::sqlite_inline::InlineWrites> {
+        self.inline_writes.as_ref()
     }
 
     /// Certificate writes must be on disk when they commit: FULL for the next statement.

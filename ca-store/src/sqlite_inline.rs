@@ -1,4 +1,4 @@
-//! The embedded ledger's hottest reads, run on the calling thread.
+//! The embedded ledger's hottest reads and protocol writes, run on the calling thread.
 //!
 //! sqlx gives each SQLite connection a worker thread of its own, and every query is a message to
 //! that thread and back. On two cores those hand-offs (a wake-up, a context switch, another
@@ -7,11 +7,14 @@
 //! authorizations, an authorization, a certificate by serial — therefore run here, through
 //! rusqlite on read-only connections of the same database file, on the thread that asks.
 //!
-//! Only reads move. Writes stay on the one sqlx writer connection ([`crate::sqlite`]), so they
-//! still queue instead of contending for SQLite's write lock, and no caller thread ever sleeps in
-//! SQLite's busy handler waiting for a commit. WAL mode lets these readers run beside that
-//! writer: each statement sees the last committed state, which includes every write the caller
-//! has already been answered for. PostgreSQL has no such path: a network round trip is inherent.
+//! The ACME protocol writes of every issuance ([`InlineWrites`]) run here too, on a read-write
+//! connection used only under the ledger's single writer lease, so writes still queue one at a
+//! time instead of contending for SQLite's write lock, and no caller thread sleeps in SQLite's
+//! busy handler waiting for another connection's commit. Certificates are not among them: their
+//! durable commit (an fsync) stays with the group-commit writer on its own thread. WAL mode lets
+//! the readers run beside the writers: each statement sees the last committed state, which
+//! includes every write the caller has already been answered for. PostgreSQL has no such path: a
+//! network round trip is inherent.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -151,6 +154,167 @@ impl InlineReads {
     }
 }
 
+/// The ACME protocol writes of every issuance — an order with its authorizations, a validation
+/// result, an order's status — on a read-write connection of their own, on the calling thread.
+///
+/// The caller must hold the ledger's writer lease while calling: that lease is the one permit to
+/// write, shared with the sqlx writer connection, so the two never contend for SQLite's write lock
+/// (no caller thread sleeps in the busy handler) and writes stay in one queue. These are
+/// protocol state: `synchronous=NORMAL`, no fsync; certificates stay with the group-commit
+/// writer. The sqlx writer's commits checkpoint the WAL at ~40 MB; this connection only at four
+/// times that (`wal_autocheckpoint=40000`), a bound for a load of protocol writes alone, so a
+/// checkpoint's copying does not normally run on a runtime thread.
+#[derive(Debug)]
+pub(crate) struct InlineWrites {
+    path: PathBuf,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl InlineWrites {
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let writes = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(None),
+        };
+        let first = writes.connect()?;
+        *writes.lock() = Some(first);
+        Ok(writes)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn connect(&self) -> Result<Connection, Error> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(embedded)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(embedded)?;
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 40000;",
+        )
+        .map_err(embedded)?;
+        Ok(conn)
+    }
+
+    /// Runs `write` on the connection. After a failure other than a constraint violation the
+    /// connection is dropped (rolling back anything left open) and the next write opens a new one.
+    fn with<T>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
+        let mut guard = self.lock();
+        let conn = match guard.as_mut() {
+            Some(conn) => conn,
+            None => guard.insert(self.connect()?),
+        };
+        match write(conn) {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                let error = embedded(e);
+                if !matches!(error, Error::AlreadyExists) {
+                    *guard = None;
+                    crate::FAILURES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// See [`crate::acme::AcmeStore::insert_order`]: both inserts in one transaction.
+    pub(crate) fn insert_order(
+        &self,
+        o: &OrderRow,
+        authzs: &[AuthorizationRow],
+    ) -> Result<(), Error> {
+        static ORDER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "INSERT INTO acme_orders ({ORDER_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            )
+        });
+        static AUTHZ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "INSERT INTO acme_authorizations ({AUTHZ_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            )
+        });
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached(&ORDER)?.execute(rusqlite::params![
+                o.id,
+                o.account_id,
+                o.status,
+                o.expires,
+                o.identifiers,
+                o.profile,
+                o.not_before,
+                o.not_after,
+                o.error,
+                o.certificate_serial,
+                o.replaces,
+                o.created_at,
+            ])?;
+            {
+                let mut insert = tx.prepare_cached(&AUTHZ)?;
+                for a in authzs {
+                    insert.execute(rusqlite::params![
+                        a.id,
+                        a.order_id,
+                        a.account_id,
+                        a.identifier_type,
+                        a.identifier_value,
+                        a.wildcard,
+                        a.status,
+                        a.expires,
+                        a.challenges,
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// See [`crate::acme::AcmeStore::update_order`].
+    pub(crate) fn update_order(&self, o: &OrderRow, expected: &str) -> Result<bool, Error> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE acme_orders SET status = ?1, error = ?2, certificate_serial = ?3 \
+                 WHERE id = ?4 AND status = ?5",
+            )?
+            .execute(rusqlite::params![
+                o.status,
+                o.error,
+                o.certificate_serial,
+                o.id,
+                expected
+            ])
+            .map(|changed| changed == 1)
+        })
+    }
+
+    /// See [`crate::acme::AcmeStore::update_authorization`].
+    pub(crate) fn update_authorization(
+        &self,
+        a: &AuthorizationRow,
+        expected: &str,
+    ) -> Result<bool, Error> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE acme_authorizations SET status = ?1, challenges = ?2 \
+                 WHERE id = ?3 AND status = ?4",
+            )?
+            .execute(rusqlite::params![a.status, a.challenges, a.id, expected])
+            .map(|changed| changed == 1)
+        })
+    }
+}
+
 /// The order in the first [`ORDER_COLUMNS`] of `row`.
 fn order(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -186,19 +350,29 @@ fn authorization(row: &Row<'_>, at: usize) -> rusqlite::Result<AuthorizationRow>
 // Both decoders are checked column for column against what was written, on this path and on
 // PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.
 
-/// A rusqlite error as the ledger's. What may pass — a busy or locked database, an I/O error,
-/// no file descriptor or memory to open a connection — is transient (the caller answers "try
-/// again"); anything else is not.
+/// A rusqlite error as the ledger's: a unique-key violation is [`Error::AlreadyExists`]; what may
+/// pass — a busy or locked database, a full disk, an I/O error, no file descriptor or memory to
+/// open a connection — is transient (the caller answers "try again"); anything else is not.
 fn embedded(e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode::{
-        CannotOpen, DatabaseBusy, DatabaseLocked, FileLockingProtocolFailed, OutOfMemory,
-        SystemIoFailure,
+        CannotOpen, ConstraintViolation, DatabaseBusy, DatabaseLocked, DiskFull,
+        FileLockingProtocolFailed, OutOfMemory, SystemIoFailure,
     };
+    if let rusqlite::Error::SqliteFailure(failure, _) = &e
+        && failure.code == ConstraintViolation
+        && matches!(
+            failure.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    {
+        return Error::AlreadyExists;
+    }
     let transient = matches!(
         e.sqlite_error_code(),
         Some(
             DatabaseBusy
                 | DatabaseLocked
+                | DiskFull
                 | SystemIoFailure
                 | CannotOpen
                 | OutOfMemory
