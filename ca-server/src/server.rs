@@ -458,7 +458,7 @@ async fn retention_forever(
 /// the write fails (`EFBIG`) and the ledger answers "try again" until the limit or the disk has
 /// room, as for a full disk. The handler stays installed for the life of the process.
 fn survive_file_size_limits() {
-    /// SIGXFSZ on Linux.
+    /// SIGXFSZ on Linux x86-64 and ARM (the targets the image is built for).
     const SIGXFSZ: i32 = 25;
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)) {
         Ok(mut signals) => {

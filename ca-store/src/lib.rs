@@ -62,11 +62,11 @@ pub enum Error {
     /// The database reported an error (connection, constraint, I/O…).
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// The embedded database reported an error on a read run on the calling thread
+    /// The embedded database reported an error on a statement run on the calling thread
     /// ([`sqlite_inline`]).
     #[error("database error: {message}")]
     Embedded {
-        /// Whether retrying later may succeed (the database was busy or locked).
+        /// Whether retrying later may succeed (busy or locked, a full disk, an I/O error…).
         transient: bool,
         /// The underlying error.
         message: String,
@@ -113,15 +113,18 @@ fn is_busy(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let msg = db.message();
             msg.contains("database is locked")
+                || msg.contains("database table is locked")
                 || msg.contains("database is busy")
                 || msg.contains("database or disk is full")
                 || msg.contains("disk I/O error")
+                || msg.contains("unable to open database file")
+                || msg.contains("out of memory")
         }
         _ => false,
     }
 }
 
-/// How many database errors (constraint violations aside) the process has seen. The SQLite
+/// How many database errors (unique-key violations aside) the process has seen. The SQLite
 /// writer compares it each time it lends its connection: after a failure the connection may be
 /// left inside a transaction nobody will finish (SQLite can roll a transaction back by itself on
 /// a full disk or an I/O error, and sqlx's own ROLLBACK then fails and leaves its bookkeeping

@@ -1,7 +1,9 @@
 //! The embedded SQLite ledger: one file in the data directory, WAL mode.
 //!
-//! All writes share one connection, so they queue here instead of contending for SQLite's write
-//! lock (a second writer connection sleeps in the busy handler while the first commits).
+//! All writes share one write lease, so they queue here instead of contending for SQLite's write
+//! lock (a second writer sleeps in the busy handler while the first commits). The lease lends
+//! the sqlx writer connection; the ACME protocol writes use the rusqlite one of
+//! [`crate::sqlite_inline`] while holding it.
 //! Protocol state (orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
 //! skips the fsync. Certificate rows and revocations switch the connection to `synchronous=FULL`
 //! for their statement, so they are on disk before a certificate leaves the process — and that

@@ -29,8 +29,9 @@ use crate::acme::{AUTHZ_COLUMNS, AuthorizationRow, ORDER_COLUMNS, OrderRow};
 /// of the runtime in practice, since a read never yields).
 const KEEP_IDLE: usize = 8;
 
-/// How long a read waits on a lock (only a WAL recovery or a `VACUUM` by another process takes
-/// one a reader must wait for) before it is answered "try again".
+/// How long a statement here waits on a lock another process holds (a CLI command's write, a
+/// WAL recovery, a `VACUUM`) before it is answered "try again". It waits on a runtime thread, so
+/// this is kept short; the server's own writes never contend (one writer lease).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Read-only connections to the ledger file, lent for one statement at a time.
@@ -202,8 +203,9 @@ impl InlineWrites {
         Ok(conn)
     }
 
-    /// Runs `write` on the connection. After a failure other than a constraint violation the
-    /// connection is dropped (rolling back anything left open) and the next write opens a new one.
+    /// Runs `write` on the connection. A connection left inside a transaction (a rollback that
+    /// failed) is dropped, which rolls it back, and the next write opens a new one; so is one
+    /// after a failure other than a duplicate key or another process's lock.
     fn with<T>(
         &self,
         write: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -213,11 +215,19 @@ impl InlineWrites {
             Some(conn) => conn,
             None => guard.insert(self.connect()?),
         };
-        match write(conn) {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                let error = embedded(e);
-                if !matches!(error, Error::AlreadyExists) {
+        let result = write(conn).map_err(|e| (busy(&e), embedded(e)));
+        let stranded = !conn.is_autocommit();
+        match result {
+            Ok(value) if !stranded => Ok(value),
+            Ok(_) => {
+                *guard = None;
+                Err(Error::Embedded {
+                    transient: true,
+                    message: "a write left its transaction open".into(),
+                })
+            }
+            Err((busy, error)) => {
+                if stranded || !(busy || matches!(error, Error::AlreadyExists)) {
                     *guard = None;
                     crate::FAILURES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 }
@@ -350,6 +360,14 @@ fn authorization(row: &Row<'_>, at: usize) -> rusqlite::Result<AuthorizationRow>
 // Both decoders are checked column for column against what was written, on this path and on
 // PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.
 
+/// Another process holds the lock: nothing wrong with this connection.
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// A rusqlite error as the ledger's: a unique-key violation is [`Error::AlreadyExists`]; what may
 /// pass — a busy or locked database, a full disk, an I/O error, no file descriptor or memory to
 /// open a connection — is transient (the caller answers "try again"); anything else is not.
@@ -384,6 +402,3 @@ fn embedded(e: rusqlite::Error) -> Error {
         message: e.to_string(),
     }
 }
-
-// Both decoders are checked column for column against what was written, on this path and on
-// PostgreSQL's, by `acme_orders_round_trip` in `ca-store/tests/ledger.rs`.
