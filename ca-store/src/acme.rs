@@ -474,17 +474,9 @@ macro_rules! impl_acme_store {
                         .push_bind(o.replaces.clone())
                         .push_bind(o.created_at);
                 });
+                qb.build().execute(&mut *tx).await?;
                 if !authzs.is_empty() {
-                    // SQLite runs the statements of one query in order, each bound to its own
-                    // share of the arguments: both inserts in one round trip to the
-                    // connection's worker thread. PostgreSQL prepares one statement per query.
-                    if $crate::Ledger::backend(self) == $crate::Backend::Sqlite {
-                        qb.push("; ");
-                    } else {
-                        qb.build().execute(&mut *tx).await?;
-                        qb = sqlx::QueryBuilder::<$db>::new("");
-                    }
-                    qb.push(format!(
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                         "INSERT INTO acme_authorizations ({}) ",
                         $crate::acme::AUTHZ_COLUMNS
                     ));
@@ -499,8 +491,8 @@ macro_rules! impl_acme_store {
                             .push_bind(a.expires)
                             .push_bind(a.challenges.clone());
                     });
+                    qb.build().execute(&mut *tx).await?;
                 }
-                qb.build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -108,6 +108,39 @@ impl Drop for TokenReviewServer {
     }
 }
 
+/// A TLS listener on 127.0.0.1 with a fresh self-signed certificate for `127.0.0.1`: the
+/// acceptor, the listener, its address and the certificate (the CA a client trusts).
+async fn tls_listener() -> (
+    tokio_rustls::TlsAcceptor,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+    String,
+) {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap_or_else(|e| panic!("params: {e}"));
+    let cert = params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("cert: {e}"));
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("tls: {e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap_or_else(|e| panic!("tls cert: {e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (acceptor, listener, addr, cert.pem())
+}
+
 impl TokenReviewServer {
     /// From now on every review is answered with this `status`, whatever the token (`None`:
     /// back to judging tokens).
@@ -190,28 +223,7 @@ impl TokenReviewServer {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap_or_else(|e| panic!("params: {e}"));
-        let cert = params
-            .self_signed(&key)
-            .unwrap_or_else(|e| panic!("cert: {e}"));
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("tls: {e}"))
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap_or_else(|e| panic!("tls cert: {e}"));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (acceptor, listener, addr, ca_pem) = tls_listener().await;
         let reviews = Arc::new(AtomicUsize::new(0));
         let requests: Arc<std::sync::Mutex<Vec<ReviewRequest>>> = Arc::default();
         let answer: Arc<std::sync::Mutex<Option<serde_json::Value>>> = Arc::default();
@@ -306,7 +318,7 @@ impl TokenReviewServer {
         });
         Self {
             addr,
-            ca_pem: cert.pem(),
+            ca_pem,
             reviews,
             requests,
             answer,
@@ -362,28 +374,7 @@ impl ApiServerDouble {
         use hyper_util::rt::TokioIo;
         use std::sync::{Arc, Mutex};
 
-        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap_or_else(|e| panic!("params: {e}"));
-        let cert = params
-            .self_signed(&key)
-            .unwrap_or_else(|e| panic!("cert: {e}"));
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("tls: {e}"))
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap_or_else(|e| panic!("tls cert: {e}"));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (acceptor, listener, addr, ca_pem) = tls_listener().await;
         let requests: Arc<Mutex<Vec<ApiRequest>>> = Arc::default();
         let expected = Arc::new(Mutex::new(token.to_owned()));
         let (log, want) = (Arc::clone(&requests), Arc::clone(&expected));
@@ -463,7 +454,7 @@ impl ApiServerDouble {
         });
         Self {
             addr,
-            ca_pem: cert.pem(),
+            ca_pem,
             requests,
             token: expected,
             task: Some(task),

@@ -62,6 +62,51 @@ fn rustls_pem_first(pem: &str) -> Vec<u8> {
         .expect("base64")
 }
 
+/// Creates a pre-authorized EAB key for `name` through the CLI and registers an ACME account
+/// with it.
+async fn preauthorized_account(
+    data_dir: &Path,
+    db: &[&str],
+    https: Https,
+    kid: &str,
+    name: &str,
+) -> AcmeClient {
+    let (ok, out, err) = cli(
+        data_dir,
+        db,
+        &[
+            "acme",
+            "eab",
+            "create",
+            "--kid",
+            kid,
+            "--preauthorized",
+            "--name",
+            name,
+        ],
+    );
+    assert!(ok, "{err}");
+    let hmac = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hmac_key:"))
+        .expect("hmac")
+        .trim()
+        .to_owned();
+    let mut client = AcmeClient::connect(https, AccountKey::generate_p256()).await;
+    let binding = conformance::acme::eab(
+        kid,
+        &hmac,
+        &client.url("newAccount"),
+        &client.key.jwk(),
+        "HS256",
+    );
+    let r = client
+        .new_account(&json!({"externalAccountBinding": binding}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    client
+}
+
 fn cli(data_dir: &Path, db: &[&str], args: &[&str]) -> (bool, String, String) {
     let mut all = vec!["--data-dir", data_dir.to_str().expect("utf-8")];
     all.extend_from_slice(db);
@@ -296,39 +341,14 @@ async fn rotation_under_load_on_two_replicas() {
             Arc::clone(&log),
             Arc::clone(&failures),
         )));
-        let (ok, out, err) = cli(
+        let client = preauthorized_account(
             &data_dirs[r],
             &db_args,
-            &[
-                "acme",
-                "eab",
-                "create",
-                "--kid",
-                &format!("rot-{r}"),
-                "--preauthorized",
-                "--name",
-                ".rot.test",
-            ],
-        );
-        assert!(ok, "{err}");
-        let hmac = out
-            .lines()
-            .find_map(|l| l.strip_prefix("hmac_key:"))
-            .expect("hmac")
-            .trim()
-            .to_owned();
-        let mut client = AcmeClient::connect(https(server), AccountKey::generate_p256()).await;
-        let binding = conformance::acme::eab(
+            https(server),
             &format!("rot-{r}"),
-            &hmac,
-            &client.url("newAccount"),
-            &client.key.jwk(),
-            "HS256",
-        );
-        let reg = client
-            .new_account(&json!({"externalAccountBinding": binding}))
-            .await;
-        assert_eq!(reg.status, 201, "{}", reg.text());
+            ".rot.test",
+        )
+        .await;
         tasks.push(tokio::spawn(acme_load(
             client,
             r,
@@ -710,39 +730,7 @@ async fn an_outside_root_signs_the_next_issuer() {
     let bundle_for_tls =
         conformance::openssl::curl_http(&format!("{}/ca/bundle.pem", server.http_url())).1;
     let https = Https::new(server.https, "localhost:4430", &bundle_for_tls);
-    let (ok, out, err) = cli(
-        &data,
-        &[],
-        &[
-            "acme",
-            "eab",
-            "create",
-            "--kid",
-            "mig",
-            "--preauthorized",
-            "--name",
-            ".migrate.test",
-        ],
-    );
-    assert!(ok, "{err}");
-    let hmac = out
-        .lines()
-        .find_map(|l| l.strip_prefix("hmac_key:"))
-        .expect("hmac")
-        .trim()
-        .to_owned();
-    let mut client = AcmeClient::connect(https, AccountKey::generate_p256()).await;
-    let binding = conformance::acme::eab(
-        "mig",
-        &hmac,
-        &client.url("newAccount"),
-        &client.key.jwk(),
-        "HS256",
-    );
-    let r = client
-        .new_account(&json!({"externalAccountBinding": binding}))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let client = preauthorized_account(&data, &[], https, "mig", ".migrate.test").await;
     let log: Log = Arc::default();
     let failures: Failures = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1463,39 +1451,7 @@ async fn root_rotation_with_a_cross_signed_issuer() {
 
     // ACME: the new root's chain by default, the old root's as the alternate.
     let https = Https::new(server.https, "localhost:4430", &bundle);
-    let (ok, out, err) = cli(
-        &data,
-        &[],
-        &[
-            "acme",
-            "eab",
-            "create",
-            "--kid",
-            "rr",
-            "--preauthorized",
-            "--name",
-            ".rr.test",
-        ],
-    );
-    assert!(ok, "{err}");
-    let hmac = out
-        .lines()
-        .find_map(|l| l.strip_prefix("hmac_key:"))
-        .expect("hmac")
-        .trim()
-        .to_owned();
-    let mut client = AcmeClient::connect(https, AccountKey::generate_p256()).await;
-    let binding = conformance::acme::eab(
-        "rr",
-        &hmac,
-        &client.url("newAccount"),
-        &client.key.jwk(),
-        "HS256",
-    );
-    let r = client
-        .new_account(&json!({"externalAccountBinding": binding}))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let mut client = preauthorized_account(&data, &[], https, "rr", ".rr.test").await;
     let mut issued = None;
     for i in 0..40 {
         let (url, r) = acme_issue(&mut client, &format!("w{i}.rr.test")).await;

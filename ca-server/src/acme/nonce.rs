@@ -46,7 +46,6 @@ pub struct Nonces {
     instance: [u8; 8],
     redemption: Redemption,
     store: Arc<dyn ca_store::Store>,
-    counter: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where used nonces are remembered.
@@ -54,8 +53,11 @@ pub struct Nonces {
 enum Redemption {
     /// This process only (the embedded database has no other server).
     Memory(Arc<Mutex<Window>>),
-    /// The shared database, for every replica.
-    Database(ca_store::writer::NonceRedeemer),
+    /// The shared database, for every replica; the counter only makes nonces distinct.
+    Database(
+        ca_store::writer::NonceRedeemer,
+        Arc<std::sync::atomic::AtomicU64>,
+    ),
 }
 
 impl std::fmt::Debug for Nonces {
@@ -82,7 +84,10 @@ impl Nonces {
             ca_store::Backend::Sqlite => Redemption::Memory(Arc::new(Mutex::new(Window::new()))),
             ca_store::Backend::Postgres => {
                 let acme_store: Arc<dyn ca_store::acme::AcmeStore> = store.clone();
-                Redemption::Database(ca_store::writer::NonceRedeemer::spawn(acme_store))
+                Redemption::Database(
+                    ca_store::writer::NonceRedeemer::spawn(acme_store),
+                    Arc::default(),
+                )
             }
         };
         Self::with_redemption(store, seal, redemption).await
@@ -109,7 +114,6 @@ impl Nonces {
             instance,
             redemption,
             store,
-            counter: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -117,9 +121,9 @@ impl Nonces {
     pub fn issue(&self) -> String {
         let counter = match &self.redemption {
             Redemption::Memory(window) => lock(window).issue(),
-            Redemption::Database(_) => self
-                .counter
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Redemption::Database(_, counter) => {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            }
         };
         let mut raw = [0u8; RAW_LEN];
         raw[..8].copy_from_slice(&now().to_be_bytes());
@@ -135,7 +139,7 @@ impl Nonces {
         let raw = b64url_decode(nonce).ok_or_else(AcmeError::bad_nonce)?;
         let signed = match (raw.len(), &self.redemption) {
             (RAW_LEN, _) => SIGNED_LEN,
-            (LEGACY_LEN, Redemption::Database(_)) => 16,
+            (LEGACY_LEN, Redemption::Database(..)) => 16,
             _ => return Err(AcmeError::bad_nonce()),
         };
         hmac::verify(&self.key, &raw[..signed], &raw[signed..])
@@ -150,7 +154,7 @@ impl Nonces {
                 field(&raw, 8) == self.instance
                     && lock(window).redeem(u64::from_be_bytes(field(&raw, 16)))
             }
-            Redemption::Database(redeemer) => {
+            Redemption::Database(redeemer, _) => {
                 let expires = i64::try_from(expires).unwrap_or(i64::MAX);
                 redeemer.redeem(nonce, expires).await?
             }
@@ -254,7 +258,10 @@ mod tests {
                 Redemption::Memory(Arc::new(Mutex::new(Window::new())))
             } else {
                 let acme_store: Arc<dyn ca_store::acme::AcmeStore> = store.clone();
-                Redemption::Database(ca_store::writer::NonceRedeemer::spawn(acme_store))
+                Redemption::Database(
+                    ca_store::writer::NonceRedeemer::spawn(acme_store),
+                    Arc::default(),
+                )
             }
         };
         let a = Nonces::with_redemption(store.clone(), &seal, redemption())
