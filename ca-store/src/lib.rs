@@ -160,7 +160,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Records a batch of certificates in one transaction: all rows are committed or none is.
     /// A serial already present fails the whole batch with [`Error::AlreadyExists`]. Older
-    /// certificates of the same requester, profile and names become superseded.
+    /// certificates of the same requester, profile and names become superseded. On the embedded
+    /// database the commit's fsync runs on the calling thread: call it from [`writer::LedgerWriter`]
+    /// (which has a thread of its own there), not from a request handler.
     async fn insert_certificates(&self, batch: &[NewCertificate]) -> Result<(), Error>;
 
     /// Records certificates found elsewhere (files, kubeconfigs, TLS endpoints). A certificate

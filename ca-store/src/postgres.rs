@@ -56,6 +56,10 @@ impl PostgresLedger {
         None
     }
 
+    fn certificate_writes(&self) -> Option<&crate::sqlite_inline::InlineWrites> {
+        None
+    }
+
     /// Every PostgreSQL commit is durable (`synchronous_commit` on): nothing to switch.
     async fn begin_durable(&self, _conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         Ok(())

@@ -326,7 +326,7 @@ pub(crate) async fn statements_done<R>(
 /// Implements [`crate::Ledger`] for a backend with `write_conn()`, `read_conn()`,
 /// `begin_durable`/`end_durable` (around certificate writes, which must be on disk when they
 /// commit), `durable_statements()` (the same switch as SQL around one statement),
-/// `inline_reads()` and `close_pools()`: one body for both dialects.
+/// `inline_reads()`, `certificate_writes()` and `close_pools()`: one body for both dialects.
 macro_rules! impl_ledger {
     ($backend:ty, $db:ty, $kind:expr) => {
         #[async_trait::async_trait]
@@ -347,6 +347,11 @@ macro_rules! impl_ledger {
                 // Superseding happens in the `certificates_supersede` trigger, so one statement
                 // is atomic on its own: the common case is a single round trip and commit.
                 let mut conn = self.write_conn().await?;
+                if let Some(inline) = self.certificate_writes() {
+                    // `conn`, held, is the one permit to write. The caller is the group-commit
+                    // writer's own thread (an fsync blocks it, not the runtime).
+                    return inline.insert_certificates(&rows);
+                }
                 if rows.len() <= $crate::query::ROWS_PER_STATEMENT {
                     // The common case: one statement, in one round trip to the connection
                     // together with the switch to durable commits and back.

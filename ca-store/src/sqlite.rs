@@ -2,14 +2,14 @@
 //!
 //! All writes share one write lease, so they queue here instead of contending for SQLite's write
 //! lock (a second writer sleeps in the busy handler while the first commits). The lease lends
-//! the sqlx writer connection; the ACME protocol writes use the rusqlite one of
-//! [`crate::sqlite_inline`] while holding it.
+//! the sqlx writer connection; the ACME protocol writes and the certificate inserts use the
+//! rusqlite connections of [`crate::sqlite_inline`] while holding it.
 //! Protocol state (orders, tokens…) commits with `synchronous=NORMAL`: in WAL mode that
-//! skips the fsync. Certificate rows and revocations switch the connection to `synchronous=FULL`
-//! for their statement, so they are on disk before a certificate leaves the process — and that
-//! fsync of the WAL persists every earlier protocol-state commit too. A few read-only
-//! connections run beside the writer, and the hottest reads run on the calling thread
-//! ([`crate::sqlite_inline`]).
+//! skips the fsync. Certificate rows commit on a connection kept at `synchronous=FULL`, and
+//! revocations switch the sqlx connection to FULL for their statement, so they are on disk
+//! before a certificate leaves the process — and that fsync of the WAL persists every earlier
+//! protocol-state commit too. A few read-only connections run beside the writer, and the
+//! hottest reads run on the calling thread ([`crate::sqlite_inline`]).
 //!
 //! Connections are lent out by [`Connections`], not by an sqlx pool: the pool pings a
 //! connection each time it is returned, a round trip to the connection's worker thread that
@@ -36,7 +36,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a statement waits for a lock another process holds (a backup, a CLI command) before
 /// the request is answered "try again". The server's own writes never contend (one writer
 /// connection), so this only ever waits on others.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// SQLite-backed ledger.
 #[derive(Debug)]
@@ -48,6 +48,8 @@ pub struct SqliteLedger {
     inline: Option<crate::sqlite_inline::InlineReads>,
     /// The ACME protocol writes, on the calling thread under the writer lease.
     inline_writes: Option<crate::sqlite_inline::InlineWrites>,
+    /// Certificate inserts, on the group-commit writer's own thread under the writer lease.
+    certificate_writes: Option<crate::sqlite_inline::InlineWrites>,
 }
 
 impl SqliteLedger {
@@ -89,13 +91,15 @@ impl SqliteLedger {
             sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(&mut writer)
                 .await?;
-        let (inline, inline_writes) = if file.is_empty() {
-            (None, None)
+        let (inline, inline_writes, certificate_writes) = if file.is_empty() {
+            (None, None, None)
         } else {
+            use crate::sqlite_inline::{Commits, InlineReads, InlineWrites};
             let file = std::path::Path::new(&file);
             (
-                Some(crate::sqlite_inline::InlineReads::open(file)?),
-                Some(crate::sqlite_inline::InlineWrites::open(file)?),
+                Some(InlineReads::open(file)?),
+                Some(InlineWrites::open(file, Commits::Protocol)?),
+                Some(InlineWrites::open(file, Commits::Certificates)?),
             )
         };
         Ok(Self {
@@ -104,6 +108,7 @@ impl SqliteLedger {
             readers: Connections::new(readers),
             inline,
             inline_writes,
+            certificate_writes,
         })
     }
 }
@@ -150,6 +155,11 @@ impl SqliteLedger {
     /// Only while holding [`Self::write_conn`]'s lease.
     fn inline_writes(&self) -> Option<&crate::sqlite_inline::InlineWrites> {
         self.inline_writes.as_ref()
+    }
+
+    /// Only while holding [`Self::write_conn`]'s lease, and off the runtime: each call fsyncs.
+    fn certificate_writes(&self) -> Option<&crate::sqlite_inline::InlineWrites> {
+        self.certificate_writes.as_ref()
     }
 
     /// Certificate writes must be on disk when they commit: FULL for the next statement.

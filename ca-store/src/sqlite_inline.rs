@@ -7,14 +7,15 @@
 //! authorizations, an authorization, a certificate by serial — therefore run here, through
 //! rusqlite on read-only connections of the same database file, on the thread that asks.
 //!
-//! The ACME protocol writes of every issuance ([`InlineWrites`]) run here too, on a read-write
-//! connection used only under the ledger's single writer lease, so writes still queue one at a
-//! time instead of contending for SQLite's write lock, and no caller thread sleeps in SQLite's
-//! busy handler waiting for another connection's commit. Certificates are not among them: their
-//! durable commit (an fsync) stays with the group-commit writer on its own thread. WAL mode lets
-//! the readers run beside the writers: each statement sees the last committed state, which
-//! includes every write the caller has already been answered for. PostgreSQL has no such path: a
-//! network round trip is inherent.
+//! The ACME protocol writes of every issuance ([`InlineWrites`], [`Commits::Protocol`]) run here
+//! too, on a read-write connection used only under the ledger's single writer lease, so writes
+//! still queue one at a time instead of contending for SQLite's write lock, and no caller thread
+//! sleeps in SQLite's busy handler waiting for another connection's commit. Certificates have a
+//! write connection of their own ([`Commits::Certificates`]), used under the same lease by the
+//! group-commit writer on its own thread, where the fsync of each durable commit blocks nobody
+//! else. WAL mode lets the readers run beside the writers: each statement sees the last committed
+//! state, which includes every write the caller has already been answered for. PostgreSQL has no
+//! such path: a network round trip is inherent.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -155,26 +156,39 @@ impl InlineReads {
     }
 }
 
-/// The ACME protocol writes of every issuance — an order with its authorizations, a validation
-/// result, an order's status — on a read-write connection of their own, on the calling thread.
+/// Writes on a read-write connection of their own, on the calling thread: the ACME protocol
+/// writes of every issuance (an order with its authorizations, a validation result, an order's
+/// status) or the certificate inserts of the group-commit writer, as [`Commits`] says.
 ///
 /// The caller must hold the ledger's writer lease while calling: that lease is the one permit to
-/// write, shared with the sqlx writer connection, so the two never contend for SQLite's write lock
-/// (no caller thread sleeps in the busy handler) and writes stay in one queue. These are
-/// protocol state: `synchronous=NORMAL`, no fsync; certificates stay with the group-commit
-/// writer. The sqlx writer's commits checkpoint the WAL at ~40 MB; this connection only at four
-/// times that (`wal_autocheckpoint=40000`), a bound for a load of protocol writes alone, so a
-/// checkpoint's copying does not normally run on a runtime thread.
+/// write, shared with the sqlx writer connection, so the connections never contend for SQLite's
+/// write lock (no caller thread sleeps in the busy handler) and writes stay in one queue.
 #[derive(Debug)]
 pub(crate) struct InlineWrites {
     path: PathBuf,
+    kind: Commits,
     conn: Mutex<Option<Connection>>,
 }
 
+/// What an [`InlineWrites`] connection commits, which sets how it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commits {
+    /// Protocol state, on runtime threads: `synchronous=NORMAL` (no fsync), and the WAL
+    /// checkpointed only at ~160 MB, a bound for a load of protocol writes alone (the certificate
+    /// commits normally checkpoint first, off the runtime).
+    Protocol,
+    /// Certificates, on the group-commit writer's own thread: `synchronous=FULL`, so the WAL is
+    /// fsynced before a commit returns (which also persists every earlier protocol commit), and
+    /// the WAL checkpointed at ~40 MB.
+    Certificates,
+}
+
 impl InlineWrites {
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    /// A write connection to the database file at `path`, for the commits of `kind`.
+    pub(crate) fn open(path: &Path, kind: Commits) -> Result<Self, Error> {
         let writes = Self {
             path: path.to_path_buf(),
+            kind,
             conn: Mutex::new(None),
         };
         let first = writes.connect()?;
@@ -194,11 +208,23 @@ impl InlineWrites {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(embedded)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(embedded)?;
-        conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = 40000;",
-        )
+        // The certificate writer has a thread of its own and may wait as long as the sqlx
+        // connections do; protocol writes wait on a runtime thread.
+        let busy_timeout = match self.kind {
+            Commits::Protocol => BUSY_TIMEOUT,
+            Commits::Certificates => crate::sqlite::BUSY_TIMEOUT,
+        };
+        conn.busy_timeout(busy_timeout).map_err(embedded)?;
+        conn.execute_batch(match self.kind {
+            Commits::Protocol => {
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = 40000;"
+            }
+            Commits::Certificates => {
+                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = 10000;"
+            }
+        })
         .map_err(embedded)?;
         Ok(conn)
     }
@@ -290,6 +316,33 @@ impl InlineWrites {
         })
     }
 
+    /// See [`crate::Ledger::insert_certificates`]: every row in one transaction, on disk when
+    /// this returns. Only on a [`Commits::Certificates`] connection.
+    pub(crate) fn insert_certificates(
+        &self,
+        rows: &[crate::query::InsertRow<'_>],
+    ) -> Result<(), Error> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns = crate::model::INSERT_COLUMNS;
+            let placeholders = (1..=columns.split(',').count())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("INSERT INTO certificates ({columns}) VALUES ({placeholders})")
+        });
+        debug_assert_eq!(self.kind, Commits::Certificates);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(&SQL)?;
+                for row in rows {
+                    insert_certificate(&mut insert, row)?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
     /// See [`crate::acme::AcmeStore::update_order`].
     pub(crate) fn update_order(&self, o: &OrderRow, expected: &str) -> Result<bool, Error> {
         self.with(|conn| {
@@ -323,6 +376,47 @@ impl InlineWrites {
             .map(|changed| changed == 1)
         })
     }
+}
+
+/// Binds one row in [`crate::model::INSERT_COLUMNS`] order and runs the insert.
+fn insert_certificate(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    row: &crate::query::InsertRow<'_>,
+) -> rusqlite::Result<()> {
+    use crate::model::to_json;
+    let c = row.certificate;
+    insert.execute(rusqlite::params![
+        c.serial,
+        c.issuer_id,
+        c.profile,
+        c.subject,
+        c.common_name,
+        to_json(&c.dns_names),
+        to_json(&c.ip_addresses),
+        to_json(&c.uris),
+        to_json(&c.emails),
+        c.spiffe_id,
+        c.key_algorithm,
+        c.not_before,
+        c.not_after,
+        c.requester.protocol.as_str(),
+        c.requester.identity,
+        c.requester.namespace,
+        c.requester.service_account,
+        to_json(&c.requester.detail),
+        c.request_id,
+        c.created_at,
+        c.der,
+        row.origin.as_str(),
+        row.source,
+        row.name,
+        crate::model::fingerprint(&c.der),
+        row.lineage,
+        row.observed_at,
+        c.crl_shard.map(i64::from),
+        c.workload_namespace,
+    ])?;
+    Ok(())
 }
 
 /// The order in the first [`ORDER_COLUMNS`] of `row`.
