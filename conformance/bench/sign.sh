@@ -2,7 +2,9 @@
 # Sign-endpoint benchmark: distinct P-256 CSRs, many concurrent clients, against ca-server's
 # Vault-compatible sign endpoint (token auth, every certificate durably recorded) and against
 # `cfssl serve` (Debian golang-cfssl, which stores nothing), same machine, same load.
-# Usage: conformance/bench/sign.sh   (env: WORKERS=64 DURATION=20 CSRS=80000)
+# Usage: conformance/bench/sign.sh   (env: WORKERS=64 DURATION=20 CSRS=80000; CA_SERVER_DATABASE_URL=
+# postgres://… runs ca-server on PostgreSQL, an empty database, and reports PostgreSQL's own CPU
+# per signing beside the server's)
 # Prints one JSON line per run. A load that fails (sign-load exits non-zero on any answer but
 # 200) or does not finish in DURATION + 120 s is reported as such and fails the script; so does a
 # ledger holding fewer rows than the signings reported.
@@ -34,6 +36,8 @@ api -X POST -d '{"allowed_domains":"bench.svc.cluster.local","allow_subdomains":
 api -X PUT -d '{"policy":"path \"pki_int/sign/bench\" { capabilities = [\"update\"] }"}' "https://localhost:$ca/v1/sys/policy/bench"
 token=$(api -X POST -d '{"policies":["bench"],"ttl":"1h"}' "https://localhost:$ca/v1/auth/token/create" | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])')
 ca_cpu=$(cpu_seconds "$ca_pid")
+pg_cpu=""
+[ -n "${CA_SERVER_DATABASE_URL:-}" ] && pg_cpu=$(postgres_cpu_seconds)
 if run_bounded "ca-server sign" "$limit" "$bin/sign-load" --target vault --url "https://localhost:$ca" \
      --root "$work/bundle.pem" --token "$token" --path pki_int/sign/bench --workers "$WORKERS" \
      --seconds "$DURATION" --csrs "$CSRS" > "$work/vault-load.json"; then
@@ -44,7 +48,12 @@ if run_bounded "ca-server sign" "$limit" "$bin/sign-load" --target vault --url "
   # cfssl TLS certificate signed below, later).
   signings=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["signings"])' < "$work/vault-load.json")
   cpu_per_op "ca-server CPU per stored signature" "$ca_pid" "$ca_cpu" "$signings"
-  count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates')
+  if [ -n "$pg_cpu" ]; then
+    cpu_delta_per_op "PostgreSQL CPU per stored signature" "$pg_cpu" "$(postgres_cpu_seconds)" "$signings"
+    count=$(psql -qtA "$CA_SERVER_DATABASE_URL" -c 'select count(*) from certificates')
+  else
+    count=$(sqlite3 "$work/data/ledger.db" 'select count(*) from certificates')
+  fi
   echo "{\"label\": \"ca-server ledger rows\", \"rows\": $count, \"signings\": $signings}"
   [ "$count" -ge "$signings" ] || { echo "the ledger has $count rows for $signings signings" >&2; exit 1; }
 else

@@ -6,8 +6,12 @@
 //! certificate. Reports issuances per second and latency percentiles of whole issuances.
 //!
 //! Usage: acme-load --server https://localhost:8443/acme/directory --root bundle.pem
-//!          --http01-port 5002 --csr-dir DIR [--workers 32] [--seconds 20] [--label ca-server]
-//! `DIR` holds `w<N>.csr.der` for `w<N>.load.test` (see conformance/bench/acme.sh).
+//!          --http01-port 5002 --csr-dir DIR [--account-key rsa|p256] [--workers 32]
+//!          [--seconds 20] [--label ca-server]
+//! `DIR` holds `w<N>.csr.der` for `w<N>.load.test` and, for `--account-key rsa` (the default:
+//! cert-manager's and certbot's RS256 accounts), `w<N>.account.der`, an RSA key in PKCS#8 DER
+//! (ring cannot generate RSA keys; see conformance/bench/acme.sh). `p256` gives each worker a
+//! fresh ES256 account key, as lego and instant-acme use.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ struct Args {
     workers: usize,
     seconds: u64,
     label: String,
+    rsa_accounts: bool,
 }
 
 fn parse_args() -> Args {
@@ -36,6 +41,7 @@ fn parse_args() -> Args {
         workers: 32,
         seconds: 20,
         label: "server".into(),
+        rsa_accounts: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +54,13 @@ fn parse_args() -> Args {
             "--workers" => args.workers = value.parse().unwrap_or_else(|e| panic!("{e}")),
             "--seconds" => args.seconds = value.parse().unwrap_or_else(|e| panic!("{e}")),
             "--label" => args.label = value,
+            "--account-key" => {
+                args.rsa_accounts = match value.as_str() {
+                    "rsa" => true,
+                    "p256" => false,
+                    other => panic!("--account-key {other}: rsa or p256"),
+                }
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -195,9 +208,16 @@ async fn main() {
         );
         let csr = std::fs::read(format!("{}/w{w}.csr.der", args.csr_dir))
             .unwrap_or_else(|e| panic!("csr {w}: {e}"));
+        let key = if args.rsa_accounts {
+            let path = format!("{}/w{w}.account.der", args.csr_dir);
+            let der = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            AccountKey::rsa_from_pkcs8(&der)
+        } else {
+            AccountKey::generate_p256()
+        };
         tasks.push(tokio::spawn(async move {
             let http = Https::new(addr, &authority, &root);
-            let mut client = AcmeClient::connect_at(http, AccountKey::generate_p256(), &path).await;
+            let mut client = AcmeClient::connect_at(http, key, &path).await;
             let r = client
                 .new_account(&json!({"termsOfServiceAgreed": true}))
                 .await;
