@@ -68,11 +68,11 @@ impl SqliteLedger {
             // commits are copied to the database file once per checkpoint, not once per 4 MB.
             .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(true);
-        // One write connection for everything: two would contend for SQLite's write lock, and
-        // the loser sleeps in the busy handler for milliseconds. Protocol state commits with
-        // `synchronous=NORMAL`; certificate writes switch to FULL around their statement
-        // ([`SqliteLedger::begin_durable`]), and that fsync of the WAL persists every earlier
-        // commit too.
+        // One write lease for every write connection: two writers at once would contend for
+        // SQLite's write lock, and the loser sleeps in the busy handler for milliseconds. This
+        // connection commits with `synchronous=NORMAL` and switches to FULL around a revocation
+        // ([`SqliteLedger::begin_durable`]); certificates commit on their own FULL connection;
+        // each fsync of the WAL persists every earlier commit too.
         let mut writer = options
             .clone()
             .synchronous(SqliteSynchronous::Normal)
