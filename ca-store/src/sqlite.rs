@@ -34,8 +34,9 @@ const READERS: usize = 4;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a statement waits for a lock another process holds (a backup, a CLI command) before
-/// the request is answered "try again". The server's own writes never contend (one writer
-/// connection), so this only ever waits on others.
+/// the request is answered "try again". The server's own write connections take turns under one
+/// write lease, so this waits on others, or briefly on the rollback a cancelled sqlx write left
+/// queued on its connection's worker thread.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// SQLite-backed ledger.

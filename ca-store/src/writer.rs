@@ -104,8 +104,13 @@ impl LedgerWriter {
 /// `commit_siblings`. Without it, 64 concurrent signers still made batches of only ~4 rows, each
 /// paying an fsync and the wake-ups around it; with it the writer thread blocks a third less
 /// often and a signing costs ~4 % less CPU (docs/benchmarks.md), p50 unchanged. One caller at a
-/// time makes one-row batches, which never wait.
+/// time makes one-row batches, so it never waits, nor does the first row after a pause.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+
+/// A wait for the first row longer than this is a pause in the load, not part of it: the
+/// lingering stops until a batch of several rows comes again. Under the load that lingering
+/// serves, rows arrive every few hundred microseconds at most.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(5);
 
 async fn run(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<Message>) {
     // Only where the writer has a thread of its own (it sleeps on it); PostgreSQL's writer is a
@@ -116,7 +121,13 @@ async fn run(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<Message>) {
     let mut waiters = Vec::with_capacity(64);
     let mut closing = false;
     while !closing {
+        let waiting = std::time::Instant::now();
         let Some(first) = rx.recv().await else { break };
+        // Linger only under continuous load: after an idle pause the next row is committed at
+        // once, whatever the batch before the pause held.
+        if waiting.elapsed() > IDLE {
+            linger = false;
+        }
         let mut next = Some(first);
         let mut lingered = !linger;
         loop {
@@ -205,7 +216,8 @@ type Redemption = (String, i64, oneshot::Sender<Result<bool, Error>>);
 /// Batches ACME nonce redemptions (PostgreSQL, where replicas share them): every JWS request
 /// redeems one nonce, so under load one
 /// `INSERT … ON CONFLICT DO NOTHING RETURNING` serves many requests instead of one write each.
-/// Same rules as [`LedgerWriter`]: no linger, each caller answered after its batch commits.
+/// Same rules as [`LedgerWriter`] on PostgreSQL: no linger, each caller answered after its batch
+/// commits.
 #[derive(Clone)]
 pub struct NonceRedeemer {
     tx: mpsc::Sender<Redemption>,

@@ -870,6 +870,10 @@ async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
          INSERT INTO sync_log SELECT 'certificate', synchronous FROM pragma_synchronous; END",
         "CREATE TRIGGER order_sync AFTER INSERT ON acme_orders BEGIN \
          INSERT INTO sync_log SELECT 'order', synchronous FROM pragma_synchronous; END",
+        "CREATE TRIGGER revocation_sync AFTER UPDATE OF revoked_at ON certificates BEGIN \
+         INSERT INTO sync_log SELECT 'revocation', synchronous FROM pragma_synchronous; END",
+        "CREATE TRIGGER account_sync AFTER INSERT ON acme_accounts BEGIN \
+         INSERT INTO sync_log SELECT 'account', synchronous FROM pragma_synchronous; END",
     ] {
         sqlx::query(statement)
             .execute(&mut probe)
@@ -927,12 +931,33 @@ async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
         .insert_certificates(&[cert(20, 5, "x", "ca")])
         .await
         .expect("certificate after a failure");
+    // A revocation is on disk before it is acknowledged too (a CRL must not forget it), and the
+    // protocol state written after it on the same connection (an account) is not.
+    assert!(
+        ledger
+            .revoke(&cert(20, 5, "x", "ca").serial, 1_800_000_000, 1)
+            .await
+            .expect("revoke")
+    );
+    ledger
+        .insert_account(&ca_store::acme::AccountRow {
+            id: "after-revocation".into(),
+            key_thumbprint: "tp2".into(),
+            jwk: "{}".into(),
+            status: "valid".into(),
+            contact: "[]".into(),
+            eab_kid: None,
+            created_at: 1,
+        })
+        .await
+        .expect("account");
     let log: Vec<(String, i64)> = sqlx::query_as("SELECT what, level FROM sync_log ORDER BY rowid")
         .fetch_all(&mut probe)
         .await
         .expect("log");
     // pragma_synchronous: 1 = NORMAL, 2 = FULL.
     let expected: Vec<(String, i64)> = [
+        ("account", 1),
         ("certificate", 2),
         ("order", 1),
         ("certificate", 2),
@@ -941,6 +966,8 @@ async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
         ("order", 1),
         ("order", 1),
         ("certificate", 2),
+        ("revocation", 2),
+        ("account", 1),
     ]
     .iter()
     .map(|(w, l)| ((*w).to_owned(), *l))
