@@ -123,19 +123,16 @@ async fn run(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<Message>) {
     while !closing {
         let waiting = std::time::Instant::now();
         let Some(first) = rx.recv().await else { break };
-        // Linger only under continuous load: after an idle pause the next row is committed at
-        // once, whatever the batch before the pause held.
-        if waiting.elapsed() > IDLE {
-            linger = false;
-        }
+        // Linger (once) only under continuous load: after an idle pause the next row is
+        // committed at once, whatever the batch before the pause held.
+        let mut wait_once = linger && waiting.elapsed() <= IDLE;
         let mut next = Some(first);
-        let mut lingered = !linger;
         loop {
             let Some(message) = next.take() else {
-                if lingered || rows.len() >= MAX_BATCH || closing {
+                if !wait_once || rows.len() >= MAX_BATCH || closing {
                     break;
                 }
-                lingered = true;
+                wait_once = false;
                 std::thread::sleep(LINGER);
                 next = rx.try_recv().ok();
                 continue;

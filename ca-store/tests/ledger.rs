@@ -10,6 +10,19 @@ use ca_store::{
     Protocol, Requester, Store,
 };
 
+/// A valid ACME account with no contact and no binding.
+fn account(id: &str, key_thumbprint: &str) -> ca_store::acme::AccountRow {
+    ca_store::acme::AccountRow {
+        id: id.into(),
+        key_thumbprint: key_thumbprint.into(),
+        jwk: "{}".into(),
+        status: "valid".into(),
+        contact: "[]".into(),
+        eab_kid: None,
+        created_at: 1,
+    }
+}
+
 fn cert(serial: u32, not_after: i64, namespace: &str, profile: &str) -> NewCertificate {
     let mut detail = BTreeMap::new();
     detail.insert("order".to_owned(), format!("order-{serial}"));
@@ -689,17 +702,9 @@ async fn nonce_batches_redeem_each_nonce_once(store: Arc<dyn Store>) {
 /// Orders and authorizations read back exactly as written, and a write is visible to the next
 /// read at once (on SQLite these reads run on the calling thread, beside the sqlx writer).
 async fn acme_orders_round_trip(store: Arc<dyn Store>) {
-    use ca_store::acme::{AccountRow, AuthorizationRow, OrderRow};
+    use ca_store::acme::{AuthorizationRow, OrderRow};
     store
-        .insert_account(&AccountRow {
-            id: "acct".into(),
-            key_thumbprint: "tp".into(),
-            jwk: "{}".into(),
-            status: "valid".into(),
-            contact: "[]".into(),
-            eab_kid: None,
-            created_at: 1,
-        })
+        .insert_account(&account("acct", "tp"))
         .await
         .expect("account");
     let order = OrderRow {
@@ -895,15 +900,7 @@ async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
         created_at: 1,
     };
     ledger
-        .insert_account(&ca_store::acme::AccountRow {
-            id: "acct".into(),
-            key_thumbprint: "tp".into(),
-            jwk: "{}".into(),
-            status: "valid".into(),
-            contact: "[]".into(),
-            eab_kid: None,
-            created_at: 1,
-        })
+        .insert_account(&account("acct", "tp"))
         .await
         .expect("account");
     // Several rounds: statements are cached after the first, and the switch must still happen.
@@ -940,15 +937,7 @@ async fn sqlite_certificates_commit_durably_and_protocol_state_does_not() {
             .expect("revoke")
     );
     ledger
-        .insert_account(&ca_store::acme::AccountRow {
-            id: "after-revocation".into(),
-            key_thumbprint: "tp2".into(),
-            jwk: "{}".into(),
-            status: "valid".into(),
-            contact: "[]".into(),
-            eab_kid: None,
-            created_at: 1,
-        })
+        .insert_account(&account("after-revocation", "tp2"))
         .await
         .expect("account");
     let log: Vec<(String, i64)> = sqlx::query_as("SELECT what, level FROM sync_log ORDER BY rowid")

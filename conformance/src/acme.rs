@@ -534,6 +534,20 @@ impl AcmeClient {
         r
     }
 
+    /// `newAccount` with an HS256 external account binding made from `kid` and its base64url
+    /// HMAC key, as cert-manager and certbot send it.
+    pub async fn new_account_with_eab(&mut self, kid: &str, hmac_key_b64: &str) -> Response {
+        let binding = eab(
+            kid,
+            hmac_key_b64,
+            &self.url("newAccount"),
+            &self.key.jwk(),
+            "HS256",
+        );
+        self.new_account(&json!({"externalAccountBinding": binding}))
+            .await
+    }
+
     /// POST-as-GET `url` until its `status` is no longer `pending` or `processing` (validation
     /// finished, whenever that is), at most `limit`; returns the object.
     pub async fn poll_settled(&mut self, url: &str, limit: std::time::Duration) -> Value {

@@ -821,16 +821,7 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
     assert_eq!(client.directory["meta"]["externalAccountRequired"], true);
     let r = client.new_account(&json!({})).await;
     assert_problem(&r, 400, "externalAccountRequired");
-    let binding = conformance::acme::eab(
-        &kid,
-        &hmac,
-        &client.url("newAccount"),
-        &client.key.jwk(),
-        "HS256",
-    );
-    let r = client
-        .new_account(&json!({"externalAccountBinding": binding}))
-        .await;
+    let r = client.new_account_with_eab(&kid, &hmac).await;
     assert_eq!(r.status, 201, "{}", r.text());
 
     // cert-manager sends `"identifiers": null` for a URI-only Certificate.
@@ -948,17 +939,8 @@ async fn spiffe_svids_through_a_preauthorized_binding() {
 
     // The EAB key cannot be used for a second account.
     let mut other = env.client(AccountKey::generate_p256()).await;
-    let binding = conformance::acme::eab(
-        &kid,
-        &hmac,
-        &other.url("newAccount"),
-        &other.key.jwk(),
-        "HS256",
-    );
     assert_problem(
-        &other
-            .new_account(&json!({"externalAccountBinding": binding}))
-            .await,
+        &other.new_account_with_eab(&kid, &hmac).await,
         403,
         "unauthorized",
     );

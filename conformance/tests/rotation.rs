@@ -93,16 +93,7 @@ async fn preauthorized_account(
         .trim()
         .to_owned();
     let mut client = AcmeClient::connect(https, AccountKey::generate_p256()).await;
-    let binding = conformance::acme::eab(
-        kid,
-        &hmac,
-        &client.url("newAccount"),
-        &client.key.jwk(),
-        "HS256",
-    );
-    let r = client
-        .new_account(&json!({"externalAccountBinding": binding}))
-        .await;
+    let r = client.new_account_with_eab(kid, &hmac).await;
     assert_eq!(r.status, 201, "{}", r.text());
     client
 }

@@ -166,16 +166,7 @@ async fn crash_safety(label: &str, db_args: &[&str]) {
                     &["--preauthorized", "--name", ".crash.test"],
                 );
                 let mut client = env.client(AccountKey::generate_p256()).await;
-                let binding = conformance::acme::eab(
-                    &kid,
-                    &hmac,
-                    &client.url("newAccount"),
-                    &client.key.jwk(),
-                    "HS256",
-                );
-                let r = client
-                    .new_account(&json!({"externalAccountBinding": binding}))
-                    .await;
+                let r = client.new_account_with_eab(&kid, &hmac).await;
                 assert_eq!(r.status, 201, "{}", r.text());
                 tasks.push(tokio::spawn(acme_worker(
                     client,
